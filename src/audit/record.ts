@@ -1,0 +1,87 @@
+// The audit record: what the proxy hands to the audit store for every statement.
+// Two chained records per statement: an intent (before forwarding) and a completion (after).
+
+/** Who a session belongs to: a person from an OIDC token, or an application identity. */
+export interface Principal {
+  kind: 'person' | 'application';
+  /** OIDC `sub` (persons), or `app:<name>` for applications. */
+  sub: string;
+  email?: string;
+  name?: string;
+  groups: string[];
+  /** Application name from the config, when kind is 'application'. */
+  application?: string;
+}
+
+export type Decision = 'allow' | 'deny' | 'mask' | 'error';
+
+export interface IntentRecord {
+  type: 'intent';
+  logId: string;
+  ts: Date;
+  sessionId: string;
+  principal: Principal;
+  /** The end user an application declared with `SET LOCAL scalple.on_behalf_of`. */
+  actingFor?: Principal;
+  dbRole: string;
+  database: string;
+  clientAddr: string;
+  applicationName: string;
+  /** Statement text as the client sent it (literals compared with masked columns redacted). */
+  statement: string;
+  params?: (string | null)[];
+  /** Statement kinds, one per statement in the text: SELECT, INSERT, UPDATE, … */
+  kinds: string[];
+  /** schema.table read or written. */
+  tables: string[];
+  /** schema.table.column read or written. */
+  columns: string[];
+  decision: Decision;
+  rule?: string;
+  policyVersion: string;
+  reason?: string;
+  namedQuery?: string;
+  maskedFields?: Record<string, string>;
+}
+
+export interface CompletionRecord {
+  type: 'completion';
+  logId: string;
+  ts: Date;
+  sessionId: string;
+  /** Rows returned or affected; null when the statement failed before any row. */
+  rows: number | null;
+  sqlstate?: string;
+  error?: string;
+  durationMs: number;
+}
+
+/** Events that are not statements: revocations, grants, audit reads, retention cuts. */
+export interface EventRecord {
+  type: 'event';
+  logId: string;
+  ts: Date;
+  event: string;
+  principal?: Principal;
+  detail: Record<string, unknown>;
+}
+
+export type AuditRecord = IntentRecord | CompletionRecord | EventRecord;
+
+/** What the proxy needs from the audit store on its hot path. */
+export interface AuditSink {
+  /**
+   * strict: resolves once the intent is committed. buffered: resolves as soon as it is queued.
+   * Rejects with AuditUnavailable when the record cannot be taken (queue full, store down):
+   * the statement must then not run.
+   */
+  intent(record: IntentRecord): Promise<void>;
+  /** Queued for the next group commit; never blocks the client. */
+  completion(record: CompletionRecord): void;
+  event(record: EventRecord): Promise<void>;
+  /** True when the store is reachable and the queue has room (for /readyz). */
+  healthy(): boolean;
+  /** Is this person (sub or email) on the revocation list? */
+  isRevoked(principal: Principal): Promise<boolean>;
+  close(): Promise<void>;
+}
