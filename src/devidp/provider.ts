@@ -161,7 +161,7 @@ export async function startDevIdp(opts: DevIdpOptions): Promise<DevIdp> {
     }
     await next();
   });
-  if (process.env.SCALPLE_IDP_DEBUG) for (const ev of ['server_error', 'device_resume.error', 'grant.error', 'code_verification.error', 'authorization.error']) provider.on(ev, (...a: unknown[]) => console.error('[idp]', ev, a[1] ?? a[0]));
+  if (process.env.SCALPLE_IDP_DEBUG) for (const ev of ['server_error', 'device_resume.error', 'grant.error', 'code_verification.error', 'authorization.error']) (provider.on as (e: string, f: (...a: unknown[]) => void) => void)(ev, (...a: unknown[]) => console.error('[idp]', ev, a[1] ?? a[0]));
   server.on('request', provider.callback());
 
   return {
