@@ -1,0 +1,246 @@
+// The client's side of connection start: TLS negotiation (SSLRequest -> 'S' + handshake,
+// GSSENCRequest -> 'N'), the StartupMessage, and the identity from one of its three carriers:
+//   1. startup parameter `scalple.identity`,
+//   2. `-c scalple.identity=…` inside the `options` parameter,
+//   3. the password message (cleartext, over TLS unless identity.allow_plaintext_password).
+// All carriers are stripped before anything goes upstream. Nothing about the server is said
+// before the identity is proven.
+import net from 'node:net';
+import tls from 'node:tls';
+import { AuthError, ScalpleError } from '../errors.ts';
+import { StartupFramer, MessageFramer } from './framing.ts';
+import { Front, Reader, StartupCode, authenticationCleartext, ProtocolViolation } from './protocol.ts';
+import type { IdentityVerifier, VerifiedIdentity } from './identity.ts';
+import { looksLikeJwt } from './identity.ts';
+
+export type StartupOutcome =
+  | { kind: 'session'; socket: net.Socket; tls: boolean; params: Record<string, string>; identity: VerifiedIdentity; settings: Record<string, string>; leftover: Buffer }
+  | { kind: 'cancel'; pid: number; secret: number };
+
+export interface StartupOptions {
+  secureContext?: tls.SecureContext;
+  tlsRequired: boolean;
+  requestClientCert: boolean;
+  allowPlaintextPassword: boolean;
+  verifier: IdentityVerifier;
+}
+
+const IDENTITY = 'scalple.identity';
+
+/** Reads untyped startup messages, switching to TLS when asked. */
+async function readStartupMessage(socket: net.Socket, framer: StartupFramer): Promise<{ body: Buffer; rest: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      let got: ReturnType<StartupFramer['push']>;
+      try {
+        got = framer.push(chunk);
+      } catch (err) {
+        cleanup();
+        reject(err);
+        return;
+      }
+      if (got) {
+        cleanup();
+        socket.pause();
+        resolve(got);
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new ProtocolViolation('client closed the connection during startup'));
+    };
+    const cleanup = () => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onEnd);
+    };
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('error', onEnd);
+    socket.resume();
+  });
+}
+
+async function readPassword(socket: net.Socket, first: Buffer): Promise<{ password: string; rest: Buffer }> {
+  const framer = new MessageFramer();
+  const handle = (chunk: Buffer) => {
+    const frames = framer.push(chunk);
+    if (!frames.length) return undefined;
+    const f = frames[0]!;
+    if (f.type !== Front.Password) throw new ProtocolViolation('expected a password message');
+    const password = new Reader(f.body).cstring();
+    const restStart = f.raw.byteOffset + f.raw.length;
+    void restStart;
+    return { password, rest: Buffer.concat(frames.slice(1).map((x) => x.raw)) };
+  };
+  if (first.length) {
+    const got = handle(first);
+    if (got) return got;
+  }
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      try {
+        const got = handle(chunk);
+        if (got) {
+          cleanup();
+          socket.pause();
+          resolve(got);
+        }
+      } catch (err) {
+        cleanup();
+        reject(err);
+      }
+    };
+    const onEnd = () => {
+      cleanup();
+      reject(new ProtocolViolation('client closed the connection before sending a password'));
+    };
+    const cleanup = () => {
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('error', onEnd);
+    };
+    socket.on('data', onData);
+    socket.once('end', onEnd);
+    socket.once('error', onEnd);
+    socket.resume();
+  });
+}
+
+function upgradeToTls(socket: net.Socket, opts: StartupOptions): Promise<tls.TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const secure = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext: opts.secureContext!,
+      requestCert: opts.requestClientCert,
+      rejectUnauthorized: false,
+    });
+    secure.once('secure', () => {
+      secure.off('error', reject);
+      resolve(secure);
+    });
+    secure.once('error', reject);
+  });
+}
+
+export async function runClientStartup(raw: net.Socket, opts: StartupOptions): Promise<StartupOutcome> {
+  let socket: net.Socket = raw;
+  let isTls = false;
+  let framer = new StartupFramer();
+  for (let round = 0; round < 4; round++) {
+    const { body, rest } = await readStartupMessage(socket, framer);
+    const r = new Reader(body);
+    const code = r.int32();
+    if (code === StartupCode.SSLRequest || code === StartupCode.GSSENCRequest) {
+      // Bytes sent before our answer would be injected past the TLS handshake: refuse.
+      if (rest.length) throw new ProtocolViolation('data received after the encryption request');
+      if (code === StartupCode.SSLRequest && opts.secureContext && !isTls) {
+        socket.write('S');
+        socket = await upgradeToTls(socket, opts);
+        isTls = true;
+      } else socket.write('N');
+      framer = new StartupFramer();
+      continue;
+    }
+    if (code === StartupCode.CancelRequest) return { kind: 'cancel', pid: r.int32(), secret: r.int32() };
+    if (code >> 16 !== 3) throw new ScalpleError('PROTOCOL', `unsupported frontend protocol ${code >> 16}.${code & 0xffff}: Scalple speaks 3.0`, { sqlstate: '0A000' });
+    const params: Record<string, string> = {};
+    for (;;) {
+      const k = r.cstring();
+      if (!k) break;
+      params[k] = r.cstring();
+    }
+    if (params.replication !== undefined && params.replication !== 'false' && params.replication !== '0') {
+      throw new ScalpleError('PROTOCOL', 'replication connections are not supported through Scalple', { sqlstate: '0A000' });
+    }
+    if (opts.tlsRequired && !isTls) {
+      throw new AuthError('this proxy requires TLS: connect with sslmode=require');
+    }
+    const settings = takeScalpleSettings(params);
+    let token = settings[IDENTITY];
+    delete settings[IDENTITY];
+    let leftover = rest;
+    let identity: VerifiedIdentity | undefined;
+    if (!token && isTls && socket instanceof tls.TLSSocket && socket.authorized) {
+      const cert = socket.getPeerCertificate();
+      identity = cert ? opts.verifier.verifyCertificate(cert) : undefined;
+    }
+    if (!token && !identity) {
+      if (!isTls && !opts.allowPlaintextPassword) {
+        throw new AuthError('no identity in the startup packet, and a token is only accepted as the password over TLS: connect with sslmode=require and PGPASSWORD=$(scalple token)');
+      }
+      socket.write(authenticationCleartext);
+      const got = await readPassword(socket, leftover);
+      token = got.password;
+      leftover = got.rest;
+      if (!token) throw new AuthError('empty password: pass your token, PGPASSWORD=$(scalple token)');
+      if (!looksLikeJwt(token)) {
+        identity = opts.verifier.verifyStaticKey(token);
+        if (!identity) throw new AuthError('password is neither a valid token nor a known application key: run `scalple login` and use `scalple token`');
+      }
+    }
+    identity ??= await opts.verifier.verifyToken(token!);
+    return { kind: 'session', socket, tls: isTls, params, identity, settings, leftover };
+  }
+  throw new ProtocolViolation('too many startup requests');
+}
+
+/**
+ * Removes every `scalple.*` setting from the startup parameters: as a parameter of its own, or as
+ * `-c scalple.x=v` / `--scalple.x=v` inside `options` (libpq escapes spaces with backslashes).
+ */
+export function takeScalpleSettings(params: Record<string, string>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of Object.keys(params)) {
+    if (k.toLowerCase().startsWith('scalple.')) {
+      out[k.toLowerCase()] = params[k]!;
+      delete params[k];
+    }
+  }
+  if (params.options !== undefined) {
+    const tokens = splitOptions(params.options);
+    const kept: string[] = [];
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i]!;
+      let setting: string | undefined;
+      let consumed = 0;
+      if (t === '-c' && i + 1 < tokens.length) {
+        setting = tokens[i + 1];
+        consumed = 1;
+      } else if (t.startsWith('-c')) setting = t.slice(2);
+      else if (t.startsWith('--')) setting = t.slice(2);
+      const eq = setting?.indexOf('=') ?? -1;
+      if (setting && eq > 0 && setting.slice(0, eq).toLowerCase().startsWith('scalple.')) {
+        out[setting.slice(0, eq).toLowerCase()] = setting.slice(eq + 1);
+        i += consumed;
+        continue;
+      }
+      kept.push(t);
+    }
+    if (kept.length) params.options = kept.map((t) => t.replace(/([\\\s])/g, '\\$1')).join(' ');
+    else delete params.options;
+  }
+  return out;
+}
+
+function splitOptions(s: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let has = false;
+  for (let i = 0; i < s.length; i++) {
+    const ch = s[i]!;
+    if (ch === '\\' && i + 1 < s.length) {
+      cur += s[++i];
+      has = true;
+    } else if (/\s/.test(ch)) {
+      if (has) out.push(cur);
+      cur = '';
+      has = false;
+    } else {
+      cur += ch;
+      has = true;
+    }
+  }
+  if (has) out.push(cur);
+  return out;
+}

@@ -1,0 +1,222 @@
+// The proxy: accepts PostgreSQL clients, proves who they are, opens their upstream connection with
+// the shared credential, and hands the pair to a Session. Also owns cancel routing (our own
+// BackendKeyData mapped to the upstream's), the revocation sweep, and the HTTP probes.
+import net from 'node:net';
+import tls from 'node:tls';
+import { readFileSync } from 'node:fs';
+import { randomInt, randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Server as HttpServer } from 'node:http';
+import pino, { type Logger } from 'pino';
+import type { ScalpleConfig } from '../policy/config.ts';
+import type { AuditSink } from '../audit/record.ts';
+import { ScalpleError, errorMessage } from '../errors.ts';
+import { IdentityVerifier } from './identity.ts';
+import { runClientStartup } from './client-startup.ts';
+import { connectUpstream, parseUpstreamUrl, sendCancel, type UpstreamTarget } from './upstream.ts';
+import { Session, type SessionContext } from './session.ts';
+import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from './protocol.ts';
+import type { StatementAnalyzer } from './statement-info.ts';
+import { createAnalyzer } from './analyzer.ts';
+import { Metrics } from './metrics.ts';
+import { startHttp } from './http.ts';
+
+export interface ProxyDeps {
+  audit: AuditSink;
+  analyzer?: StatementAnalyzer;
+  logger?: Logger;
+}
+
+export interface RunningProxy {
+  host: string;
+  port: number;
+  httpPort?: number;
+  /** Live sessions (for tests and the revocation sweep). */
+  sessionCount(): number;
+  /** Re-reads the policy part of a new config (SIGHUP). */
+  reload(config: ScalpleConfig): void;
+  close(): Promise<void>;
+}
+
+interface CancelTarget {
+  session: Session;
+  upstreamKey: { pid: number; secret: number } | undefined;
+}
+
+const UPSTREAM_PARAMS_BEHIND_POOLER = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'standard_conforming_strings']);
+
+export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promise<RunningProxy> {
+  let config = initial;
+  const logger = deps.logger ?? pino({ name: 'scalple' }, pino.destination(2));
+  const metrics = new Metrics();
+  const verifier = new IdentityVerifier(config.identity, config.applications);
+  const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode }));
+  const upstream: UpstreamTarget = parseUpstreamUrl(config.upstream);
+  const secureContext = config.tls
+    ? tls.createSecureContext({
+        cert: readFileSync(config.tls.cert),
+        key: readFileSync(config.tls.key),
+        ...(config.tls.clientCa ? { ca: readFileSync(config.tls.clientCa) } : {}),
+      })
+    : undefined;
+  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics };
+  const sessions = new Set<Session>();
+  const cancelKeys = new Map<string, CancelTarget>();
+
+  const server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => {
+    void accept(socket);
+  });
+
+  async function accept(raw: net.Socket): Promise<void> {
+    raw.setNoDelay(true);
+    raw.on('error', () => undefined);
+    const clientAddr = `${raw.remoteAddress ?? '?'}:${raw.remotePort ?? 0}`;
+    let socket: net.Socket = raw;
+    const timer = setTimeout(() => {
+      logger.info({ client: clientAddr }, 'startup timed out');
+      raw.destroy();
+    }, config.startupTimeoutMs);
+    try {
+      const outcome = await runClientStartup(raw, {
+        ...(secureContext ? { secureContext } : {}),
+        tlsRequired: config.tls?.mode === 'required',
+        requestClientCert: !!config.tls?.clientCa,
+        allowPlaintextPassword: config.identity.allowPlaintextPassword,
+        verifier,
+      });
+      if (outcome.kind === 'cancel') {
+        clearTimeout(timer);
+        raw.destroy();
+        const target = cancelKeys.get(`${outcome.pid}:${outcome.secret}`);
+        if (target?.upstreamKey) await sendCancel(upstream, target.upstreamKey).catch((err) => logger.warn({ err: errorMessage(err) }, 'cancel failed'));
+        return;
+      }
+      socket = outcome.socket;
+      const { principal, expiresAt } = outcome.identity;
+      if (await ctx.audit.isRevoked(principal)) throw new ScalpleError('AUTH_FAILED', 'access revoked: ask your administrator', { sqlstate: '28000' });
+      const forwarded: Record<string, string> = {};
+      for (const [k, v] of Object.entries(outcome.params)) {
+        if (k === 'user' || k === 'database') continue;
+        if (config.upstreamPoolMode !== 'none' && !UPSTREAM_PARAMS_BEHIND_POOLER.has(k)) continue;
+        forwarded[k] = v;
+      }
+      const up = await connectUpstream(upstream, forwarded, config.startupTimeoutMs);
+      clearTimeout(timer);
+      const id = randomUUID();
+      const pid = randomInt(1, 2 ** 31 - 1);
+      const secret = randomInt(0, 2 ** 31 - 1);
+      const session = new Session(
+        {
+          id,
+          client: socket,
+          upstream: up.socket,
+          principal,
+          expiresAt,
+          clientAddr,
+          applicationName: outcome.params.application_name ?? '',
+          dbRole: upstream.user,
+          database: upstream.database,
+          status: up.status,
+          settings: outcome.settings,
+        },
+        ctx,
+      );
+      const key = `${pid}:${secret}`;
+      cancelKeys.set(key, { session, upstreamKey: up.backendKey });
+      sessions.add(session);
+      metrics.sessionOpened();
+      session.onClose = () => {
+        sessions.delete(session);
+        cancelKeys.delete(key);
+      };
+      socket.cork();
+      socket.write(authenticationOk);
+      for (const m of up.relay) socket.write(m);
+      socket.write(backendKeyData(pid, secret));
+      socket.write(readyForQuery(up.status));
+      socket.uncork();
+      logger.info({ session: id, sub: principal.sub, email: principal.email, kind: principal.kind, client: clientAddr, tls: outcome.tls }, 'session started');
+      session.start(outcome.leftover, up.leftover);
+    } catch (err) {
+      clearTimeout(timer);
+      const e = err instanceof ScalpleError ? err : undefined;
+      const sqlstate = e?.sqlstate ?? '08P01';
+      if (sqlstate === '28000') metrics.authFailed();
+      logger.info({ client: clientAddr, sqlstate, err: errorMessage(err) }, 'connection refused');
+      // Only our own messages go back: never an upstream detail to an unauthenticated client.
+      const message = e ? e.message : `protocol violation: ${errorMessage(err)}`;
+      if (!socket.destroyed && socket.writable) socket.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
+      else socket.destroy();
+    }
+  }
+
+  // Revoked people lose their live sessions within one sweep, even with a valid token.
+  const sweep = setInterval(() => {
+    void (async () => {
+      const bySub = new Map<string, Session[]>();
+      for (const s of sessions) bySub.set(s.principal.sub, [...(bySub.get(s.principal.sub) ?? []), s]);
+      for (const list of bySub.values()) {
+        try {
+          if (await ctx.audit.isRevoked(list[0]!.principal)) for (const s of list) s.terminate('28000', 'access revoked: ask your administrator');
+        } catch (err) {
+          logger.warn({ err: errorMessage(err) }, 'revocation check failed');
+        }
+      }
+    })();
+  }, config.identity.revocationCheckMs);
+  sweep.unref();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err) => reject(new ScalpleError('CONFIG', `cannot listen on ${config.listen.host}:${config.listen.port}: ${err.message}`)));
+    server.listen(config.listen.port, config.listen.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+
+  let http: { server: HttpServer; port: number } | undefined;
+  if (config.http) {
+    http = await startHttp(config.http.host, config.http.port, {
+      ready: async () => {
+        const auditOk = ctx.audit.healthy();
+        const upstreamOk = await new Promise<boolean>((resolve) => {
+          const s = net.connect({ host: upstream.host, port: upstream.port });
+          const t = setTimeout(() => {
+            s.destroy();
+            resolve(false);
+          }, 2000);
+          s.once('connect', () => {
+            clearTimeout(t);
+            s.destroy();
+            resolve(true);
+          });
+          s.once('error', () => {
+            clearTimeout(t);
+            resolve(false);
+          });
+        });
+        return { ok: auditOk && upstreamOk, detail: { audit: auditOk, upstream: upstreamOk } };
+      },
+      metrics: () => metrics.render(),
+    });
+  }
+  logger.info({ listen: `${addr.address}:${addr.port}`, upstream: `${upstream.host}:${upstream.port}`, pool_mode: config.upstreamPoolMode, durability: config.audit.durability, tls: config.tls?.mode ?? 'off', http: http?.port }, 'proxy listening');
+
+  return {
+    host: addr.address,
+    port: addr.port,
+    ...(http ? { httpPort: http.port } : {}),
+    sessionCount: () => sessions.size,
+    reload(next: ScalpleConfig) {
+      config = next;
+      ctx.config = next;
+      logger.info({ policy_version: next.policyVersion }, 'policy reloaded');
+    },
+    async close() {
+      clearInterval(sweep);
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of [...sessions]) s.terminate('57P01', 'the proxy is shutting down');
+      });
+      if (http) await new Promise<void>((resolve) => http!.server.close(() => resolve()));
+    },
+  };
+}

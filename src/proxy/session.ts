@@ -1,0 +1,820 @@
+// One client session in the Ready state: relays the PostgreSQL protocol between the client and its
+// upstream connection, audits every execution (intent before forwarding, completion after), and
+// keeps the client's prepared statements itself so they survive a transaction pooler.
+//
+// Client -> upstream: every message is framed and looked at (they are few and small).
+// Upstream -> client: headers are scanned in place; rows (DataRow, CopyData) pass through as
+// slices of the received chunk, never copied or decoded. Responses are matched to what the client
+// sent through a queue of expected replies, which also lets the proxy insert messages of its own
+// (re-Parse of a statement upstream lost) and hide their replies, or answer locally in order.
+import type net from 'node:net';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ScalpleConfig } from '../policy/config.ts';
+import type { AuditSink, IntentRecord, Principal } from '../audit/record.ts';
+import { AuditUnavailable, errorMessage, ScalpleError } from '../errors.ts';
+import type { IdentityVerifier } from './identity.ts';
+import type { StatementAnalyzer, StatementInfo, ScalpleSetting, Refusal } from './statement-info.ts';
+import { MessageFramer, type Frame } from './framing.ts';
+import {
+  Back, Front, Reader, bindComplete, bindMessage, closeComplete, commandComplete, decodeFields, describeMessage,
+  emptyParameterDescription, encodeFields, errorResponse, noData, parseComplete, parseMessage, queryMessage,
+  readyForQuery, rowsFromTag, type ErrorFields, type TxStatus,
+} from './protocol.ts';
+import { encodeTagValue, principalLabel, tagFor } from './tag.ts';
+import type { Metrics } from './metrics.ts';
+
+export interface SessionContext {
+  config: ScalpleConfig;
+  audit: AuditSink;
+  analyzer: StatementAnalyzer;
+  verifier: IdentityVerifier;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+export interface SessionInit {
+  id: string;
+  client: net.Socket;
+  upstream: net.Socket;
+  principal: Principal;
+  expiresAt: number | undefined;
+  clientAddr: string;
+  applicationName: string;
+  dbRole: string;
+  database: string;
+  status: TxStatus;
+  /** `scalple.*` settings from the startup packet (e.g. scalple.reason). */
+  settings: Record<string, string>;
+}
+
+interface Execution {
+  logId: string;
+  started: bigint;
+  rows: number | null;
+  sqlstate?: string;
+  error?: string;
+  /** Characters the tag added in front of the text, to correct error positions. */
+  tagLength: number;
+  ddl: boolean;
+}
+
+/** What the proxy expects upstream to answer next, in order. */
+type Pending =
+  | { k: 'query'; exec: Execution | undefined; seq: number }
+  | { k: 'parse'; hidden: boolean; tagLength: number }
+  | { k: 'bind'; hidden: boolean }
+  | { k: 'describe'; hidden: boolean }
+  | { k: 'execute'; exec: Execution }
+  | { k: 'close' }
+  | { k: 'sync'; seq: number }
+  | { k: 'local'; bytes: Buffer[]; endsBatch: boolean };
+
+interface Statement {
+  sql: string;
+  /** Parameter type section of the Parse message (int16 count + oids), raw. */
+  paramTypes: Buffer;
+  info: StatementInfo;
+  /** The log id already tagged into the upstream Parse and not yet used by an execution. */
+  unusedTagLogId?: string;
+  tagLength: number;
+}
+
+interface Portal {
+  stmt: Statement;
+  params: (string | null)[];
+}
+
+const MAX_PARAM_CHARS = 2000;
+const INBOX_HIGH_WATER = 512;
+
+export class Session {
+  readonly id: string;
+  readonly principal: Principal;
+  private readonly client: net.Socket;
+  private readonly upstream: net.Socket;
+  private readonly ctx: SessionContext;
+  private readonly init: SessionInit;
+  private readonly userLabel: string;
+  private readonly transactionPooled: boolean;
+  private readonly framer = new MessageFramer();
+
+  private inbox: Frame[] = [];
+  private processing = false;
+  private upOut: Buffer[] = [];
+
+  private readonly statements = new Map<string, Statement>();
+  private readonly portals = new Map<string, Portal>();
+  /** Which client statement the upstream's unnamed statement holds right now, and since which batch. */
+  private upstreamUnnamed: Statement | undefined;
+  private upstreamUnnamedSeq = 0;
+  private skipUntilSync = false;
+
+  private readonly pending: Pending[] = [];
+  private pendingHead = 0;
+  private syncSeq = 0;
+  private status: TxStatus;
+
+  // Upstream framing state: bytes still to pass of a streamed row, or a partial message.
+  private streamRemaining = 0;
+  private upTail: Buffer | null = null;
+
+  private actingFor: { principal: Principal; label: string; untilSeq: number } | undefined;
+  private reason: string | undefined;
+  private localReason: { value: string; untilSeq: number } | undefined;
+  private closed = false;
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  constructor(init: SessionInit, ctx: SessionContext) {
+    this.id = init.id;
+    this.init = init;
+    this.principal = init.principal;
+    this.client = init.client;
+    this.upstream = init.upstream;
+    this.ctx = ctx;
+    this.status = init.status;
+    this.userLabel = principalLabel(init.principal);
+    this.transactionPooled = ctx.config.upstreamPoolMode === 'transaction';
+    if (init.settings['scalple.reason']) this.reason = init.settings['scalple.reason'];
+  }
+
+  /** Starts relaying; `leftover` are client bytes that arrived with the startup. */
+  start(leftover: Buffer, upstreamLeftover: Buffer[]): void {
+    this.client.on('data', (chunk: Buffer) => this.onClientData(chunk));
+    this.upstream.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
+    this.client.on('close', () => this.close());
+    this.upstream.on('close', () => this.close());
+    this.client.on('error', (err) => this.ctx.logger.debug({ session: this.id, err: err.message }, 'client socket error'));
+    this.upstream.on('error', (err) => this.ctx.logger.warn({ session: this.id, err: err.message }, 'upstream socket error'));
+    this.client.on('drain', () => this.upstream.resume());
+    this.upstream.on('drain', () => {
+      if (this.inbox.length < INBOX_HIGH_WATER) this.client.resume();
+    });
+    if (this.init.expiresAt !== undefined) this.armExpiry(this.init.expiresAt);
+    for (const b of upstreamLeftover) this.onUpstreamData(b);
+    if (leftover.length) this.onClientData(leftover);
+    this.client.resume();
+    this.upstream.resume();
+  }
+
+  private armExpiry(at: number): void {
+    // setTimeout holds at most ~24.8 days; re-arm for longer-lived tokens.
+    const delay = Math.min(at - Date.now(), 2 ** 31 - 1);
+    this.expiryTimer = setTimeout(() => {
+      if (Date.now() >= at) this.terminate('28000', 'token expired: run `scalple login`');
+      else this.armExpiry(at);
+    }, Math.max(delay, 0));
+    this.expiryTimer.unref();
+  }
+
+  /** Ends the session with a FATAL error the client can read (expiry, revocation, shutdown). */
+  terminate(sqlstate: string, message: string): void {
+    if (this.closed) return;
+    this.ctx.logger.info({ session: this.id, sub: this.principal.sub, reason: message }, 'session terminated');
+    this.client.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
+    this.upstream.destroy();
+    this.close();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.client.destroy();
+    this.upstream.destroy();
+    // Executions that never completed still get a completion record.
+    for (let i = this.pendingHead; i < this.pending.length; i++) {
+      const p = this.pending[i]!;
+      if ((p.k === 'execute' || p.k === 'query') && p.exec) this.complete(p.exec, '08006', 'connection closed before the statement completed');
+    }
+    this.pending.length = 0;
+    this.pendingHead = 0;
+    this.ctx.metrics.sessionClosed();
+    this.onClose?.();
+  }
+
+  onClose: (() => void) | undefined;
+
+  // ------------------------------------------------------------------ client -> upstream
+
+  private onClientData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.framer.push(chunk);
+    } catch (err) {
+      this.terminate('08P01', `protocol violation: ${errorMessage(err)}`);
+      return;
+    }
+    for (const f of frames) this.inbox.push(f);
+    if (this.inbox.length >= INBOX_HIGH_WATER) this.client.pause();
+    if (!this.processing) void this.drainInbox();
+  }
+
+  private async drainInbox(): Promise<void> {
+    this.processing = true;
+    try {
+      while (this.inbox.length && !this.closed) {
+        const f = this.inbox.shift()!;
+        const r = this.handleFrontend(f);
+        if (r) {
+          this.flushUpstream();
+          await r;
+        }
+      }
+      this.flushUpstream();
+    } catch (err) {
+      this.ctx.logger.error({ session: this.id, err: errorMessage(err) }, 'session failed');
+      this.terminate('08P01', err instanceof ScalpleError ? err.message : `protocol violation: ${errorMessage(err)}`);
+    } finally {
+      this.processing = false;
+      if (!this.closed && this.inbox.length < INBOX_HIGH_WATER) this.client.resume();
+    }
+  }
+
+  private sendUp(b: Buffer): void {
+    this.upOut.push(b);
+  }
+
+  private flushUpstream(): void {
+    if (!this.upOut.length || this.closed) return;
+    const ok = this.upOut.length === 1 ? this.upstream.write(this.upOut[0]!) : this.upstream.write(Buffer.concat(this.upOut));
+    this.upOut = [];
+    if (!ok) this.client.pause();
+  }
+
+  private handleFrontend(f: Frame): void | Promise<void> {
+    if (this.skipUntilSync && f.type !== Front.Sync) return;
+    switch (f.type) {
+      case Front.Query:
+        return this.onQuery(new Reader(f.body).cstring());
+      case Front.Parse:
+        return this.onParse(f);
+      case Front.Bind:
+        return this.onBind(f);
+      case Front.Describe:
+        return this.onDescribe(f);
+      case Front.Execute:
+        return this.onExecute(f);
+      case Front.Close:
+        return this.onCloseMessage(f);
+      case Front.Sync:
+        this.skipUntilSync = false;
+        this.sendUp(f.raw);
+        this.expect({ k: 'sync', seq: ++this.syncSeq });
+        return;
+      case Front.Flush:
+        this.sendUp(f.raw);
+        return;
+      case Front.CopyData:
+      case Front.CopyDone:
+      case Front.CopyFail:
+        this.sendUp(f.raw);
+        return;
+      case Front.Terminate:
+        this.flushUpstream();
+        this.upstream.end(f.raw);
+        this.client.end();
+        return;
+      case Front.FunctionCall:
+        this.refuseSimple({ sqlstate: '0A000', message: 'fast-path function calls are not allowed through Scalple: call the function in a SELECT', rule: 'protocol.function_call' }, 'FUNCTION CALL');
+        return;
+      default:
+        throw new ScalpleError('PROTOCOL', `unexpected message '${String.fromCharCode(f.type)}' from client`);
+    }
+  }
+
+  // ---- simple query
+
+  private async onQuery(sql: string): Promise<void> {
+    const info = await this.ctx.analyzer.describe(sql);
+    if (info.setting) {
+      const refusal = info.kinds.length > 1 ? 'a scalple.* setting must be sent as a statement of its own' : await this.applySetting(info.setting);
+      if (refusal) this.refuseSimple({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' }, sql, info);
+      else this.answerLocally([commandComplete(info.setting.value === null ? 'RESET' : 'SET')], true);
+      return;
+    }
+    const refusal = this.refusalFor(info);
+    if (refusal) {
+      this.refuseSimple(refusal, sql, info);
+      return;
+    }
+    const logId = randomUUID();
+    const tag = this.tag(logId);
+    const exec = this.newExecution(logId, tag.length, info);
+    if (!(await this.recordIntent(exec, sql, info, undefined))) {
+      this.answerLocally([errorResponse(this.auditUnavailable())], true);
+      return;
+    }
+    this.sendUp(queryMessage(tag + sql));
+    this.expect({ k: 'query', exec, seq: ++this.syncSeq });
+  }
+
+  // ---- extended protocol
+
+  private async onParse(f: Frame): Promise<void> {
+    const r = new Reader(f.body);
+    const name = r.cstring();
+    const sql = r.cstring();
+    const paramTypes = r.rest();
+    const info = await this.ctx.analyzer.describe(sql);
+    const refusal = info.setting ? (info.kinds.length > 1 ? { sqlstate: '22023', message: 'a scalple.* setting must be sent as a statement of its own', rule: 'scalple.setting' } : undefined) : this.refusalFor(info);
+    if (refusal) {
+      await this.recordRefusal(sql, info, refusal);
+      this.failExtended(refusal);
+      return;
+    }
+    const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, tagLength: 0 };
+    if (name && this.statements.has(name)) {
+      this.failExtended({ sqlstate: '42P05', message: `prepared statement "${name}" already exists`, rule: 'protocol' });
+      return;
+    }
+    this.statements.set(name, stmt);
+    if (info.setting) {
+      // Handled by the proxy alone; nothing goes upstream.
+      this.answerLocally([parseComplete], false);
+      return;
+    }
+    this.parseUpstream(stmt, false);
+  }
+
+  /** Parses `stmt` as the upstream's unnamed statement, tagged with a fresh log id. */
+  private parseUpstream(stmt: Statement, hidden: boolean): void {
+    const logId = randomUUID();
+    const tag = this.tag(logId);
+    stmt.unusedTagLogId = logId;
+    stmt.tagLength = tag.length;
+    this.sendUp(parseMessage('', tag + stmt.sql, stmt.paramTypes));
+    this.expect({ k: 'parse', hidden, tagLength: tag.length });
+    this.upstreamUnnamed = stmt;
+    this.upstreamUnnamedSeq = this.syncSeq;
+  }
+
+  /**
+   * Does the upstream's unnamed statement still hold `stmt`? Behind a transaction pooler only
+   * within the same batch (no Sync since): the next batch may run on another server connection.
+   */
+  private upstreamHolds(stmt: Statement): boolean {
+    return this.upstreamUnnamed === stmt && (!this.transactionPooled || this.upstreamUnnamedSeq === this.syncSeq);
+  }
+
+  private onBind(f: Frame): void {
+    const r = new Reader(f.body);
+    const portal = r.cstring();
+    const name = r.cstring();
+    const rest = f.body.subarray(r.offset);
+    const stmt = this.statements.get(name);
+    if (!stmt) {
+      this.failExtended({ sqlstate: '26000', message: name ? `prepared statement "${name}" does not exist` : 'unnamed prepared statement does not exist', rule: 'protocol' });
+      return;
+    }
+    this.portals.set(portal, { stmt, params: decodeBindParams(rest) });
+    if (stmt.info.setting) {
+      this.answerLocally([bindComplete], false);
+      return;
+    }
+    if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
+    this.sendUp(name === '' ? f.raw : bindMessage(portal, '', rest));
+    this.expect({ k: 'bind', hidden: false });
+  }
+
+  private onDescribe(f: Frame): void {
+    const r = new Reader(f.body);
+    const what = String.fromCharCode(r.bytes(1)[0]!);
+    const name = r.cstring();
+    if (what === 'S') {
+      const stmt = this.statements.get(name);
+      if (!stmt) {
+        this.failExtended({ sqlstate: '26000', message: `prepared statement "${name}" does not exist`, rule: 'protocol' });
+        return;
+      }
+      if (stmt.info.setting) {
+        this.answerLocally([emptyParameterDescription, noData], false);
+        return;
+      }
+      if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
+      this.sendUp(name === '' ? f.raw : describeMessage('S', ''));
+      this.expect({ k: 'describe', hidden: false });
+      return;
+    }
+    const portal = this.portals.get(name);
+    if (portal?.stmt.info.setting) {
+      this.answerLocally([noData], false);
+      return;
+    }
+    this.sendUp(f.raw);
+    this.expect({ k: 'describe', hidden: false });
+  }
+
+  private async onExecute(f: Frame): Promise<void> {
+    const name = new Reader(f.body).cstring();
+    const portal = this.portals.get(name);
+    if (portal?.stmt.info.setting) {
+      const refusal = await this.applySetting(portal.stmt.info.setting);
+      if (refusal) this.failExtended({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' });
+      else this.answerLocally([commandComplete(portal.stmt.info.setting.value === null ? 'RESET' : 'SET')], false);
+      return;
+    }
+    const stmt = portal?.stmt;
+    const info = stmt?.info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false };
+    // The first execution after an upstream Parse uses the log id that Parse carried, so the
+    // pgAudit line and the record match; later executions get their own.
+    const logId = stmt?.unusedTagLogId ?? randomUUID();
+    if (stmt) stmt.unusedTagLogId = undefined;
+    const exec = this.newExecution(logId, stmt?.tagLength ?? 0, info);
+    if (!(await this.recordIntent(exec, stmt?.sql ?? '(unknown portal)', info, portal?.params))) {
+      this.failExtended(this.auditUnavailableRefusal());
+      return;
+    }
+    this.sendUp(f.raw);
+    this.expect({ k: 'execute', exec });
+  }
+
+  private onCloseMessage(f: Frame): void {
+    const r = new Reader(f.body);
+    const what = String.fromCharCode(r.bytes(1)[0]!);
+    const name = r.cstring();
+    if (what === 'S') {
+      const stmt = this.statements.get(name);
+      this.statements.delete(name);
+      if (stmt && this.upstreamUnnamed === stmt && name !== '') this.upstreamUnnamed = undefined;
+      this.answerLocally([closeComplete], false);
+      return;
+    }
+    this.portals.delete(name);
+    this.sendUp(f.raw);
+    this.expect({ k: 'close' });
+  }
+
+  // ---- policy, settings, audit
+
+  private refusalFor(info: StatementInfo): Refusal | undefined {
+    if (info.refusal) return info.refusal;
+    return undefined;
+  }
+
+  /** Applies a `SET scalple.*`; returns an error message, or undefined when applied. */
+  private async applySetting(s: ScalpleSetting): Promise<string | undefined> {
+    switch (s.name) {
+      case 'reason':
+        if (s.local) this.localReason = s.value === null ? undefined : { value: s.value, untilSeq: this.syncSeq + 1 };
+        else this.reason = s.value ?? undefined;
+        return undefined;
+      case 'on_behalf_of': {
+        if (s.value === null) {
+          this.actingFor = undefined;
+          return undefined;
+        }
+        if (!s.local) return 'scalple.on_behalf_of is per transaction: use SET LOCAL inside BEGIN … COMMIT';
+        if (this.status === 'I' && this.pendingCount() === 0) return 'SET LOCAL scalple.on_behalf_of only works inside a transaction block (BEGIN first)';
+        try {
+          const { principal } = await this.ctx.verifier.verifyToken(s.value);
+          if (principal.kind !== 'person') return 'scalple.on_behalf_of must be a person\'s token, not an application\'s';
+          this.actingFor = { principal, label: principalLabel(principal), untilSeq: this.syncSeq + 1 };
+          return undefined;
+        } catch (err) {
+          return `scalple.on_behalf_of refused: ${errorMessage(err)}`;
+        }
+      }
+      case 'identity':
+        return 'scalple.identity can only be given when connecting';
+      default:
+        return `unknown setting scalple.${s.name} (known: scalple.reason, scalple.on_behalf_of)`;
+    }
+  }
+
+  private currentReason(): string | undefined {
+    return this.localReason?.value ?? this.reason;
+  }
+
+  private tag(logId: string): string {
+    return tagFor(logId, this.userLabel, this.actingFor?.label);
+  }
+
+  private newExecution(logId: string, tagLength: number, info: StatementInfo): Execution {
+    return { logId, started: process.hrtime.bigint(), rows: null, tagLength, ddl: info.ddl };
+  }
+
+  private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string): IntentRecord {
+    const reason = this.currentReason();
+    return {
+      type: 'intent',
+      logId,
+      ts: new Date(),
+      sessionId: this.id,
+      principal: this.principal,
+      ...(this.actingFor ? { actingFor: this.actingFor.principal } : {}),
+      dbRole: this.init.dbRole,
+      database: this.init.database,
+      clientAddr: this.init.clientAddr,
+      applicationName: this.init.applicationName,
+      statement: sql,
+      ...(params ? { params } : {}),
+      kinds: info.kinds,
+      tables: info.tables,
+      columns: info.columns,
+      decision,
+      ...(rule ? { rule } : {}),
+      policyVersion: this.ctx.config.policyVersion,
+      ...(reason ? { reason } : {}),
+    };
+  }
+
+  /** Writes the intent; false when the audit store cannot take it (the statement must not run). */
+  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined): Promise<boolean> {
+    try {
+      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, 'allow'));
+      this.ctx.metrics.statement();
+      return true;
+    } catch (err) {
+      this.ctx.metrics.auditRefusal();
+      this.ctx.logger.error({ session: this.id, err: errorMessage(err) }, 'audit store refused an intent; statement not forwarded');
+      return false;
+    }
+  }
+
+  private async recordRefusal(sql: string, info: StatementInfo, refusal: Refusal): Promise<void> {
+    const logId = randomUUID();
+    this.ctx.metrics.denied();
+    try {
+      await this.ctx.audit.intent(this.intentRecord(logId, sql, info, undefined, 'deny', refusal.rule));
+      this.ctx.audit.completion({ type: 'completion', logId, ts: new Date(), sessionId: this.id, rows: null, sqlstate: refusal.sqlstate, error: refusal.message, durationMs: 0 });
+    } catch {
+      // The statement is refused either way; the audit failure is logged by the store.
+    }
+  }
+
+  private auditUnavailable(): ErrorFields {
+    const e = new AuditUnavailable('audit store unavailable: statement refused (nothing runs unrecorded); try again shortly');
+    return { severity: 'ERROR', code: e.sqlstate, message: e.message };
+  }
+  private auditUnavailableRefusal(): Refusal {
+    const f = this.auditUnavailable();
+    return { sqlstate: f.code, message: f.message, rule: 'audit.unavailable' };
+  }
+
+  private refuseSimple(refusal: Refusal, sql: string, info?: StatementInfo): void {
+    void this.recordRefusal(sql, info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false }, refusal);
+    this.answerLocally([errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message })], true);
+  }
+
+  /** An error in the extended protocol: answered in order, then the client's messages are skipped until Sync. */
+  private failExtended(refusal: Refusal): void {
+    this.answerLocally([errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message })], false);
+    this.skipUntilSync = true;
+  }
+
+  // ------------------------------------------------------------------ reply queue
+
+  private expect(p: Pending): void {
+    this.pending.push(p);
+  }
+
+  private pendingCount(): number {
+    return this.pending.length - this.pendingHead;
+  }
+
+  /** Queues replies produced by the proxy itself; `endsBatch` adds a ReadyForQuery (simple query). */
+  private answerLocally(bytes: Buffer[], endsBatch: boolean): void {
+    if (endsBatch) this.syncSeq++;
+    if (this.pendingCount() === 0) {
+      this.writeClient(endsBatch ? [...bytes, readyForQuery(this.status)] : bytes);
+      return;
+    }
+    this.pending.push({ k: 'local', bytes, endsBatch });
+  }
+
+  private head(): Pending | undefined {
+    return this.pendingHead < this.pending.length ? this.pending[this.pendingHead] : undefined;
+  }
+
+  private pop(): void {
+    this.pending[this.pendingHead++] = undefined as unknown as Pending;
+    if (this.pendingHead > 1024 && this.pendingHead * 2 > this.pending.length) {
+      this.pending.splice(0, this.pendingHead);
+      this.pendingHead = 0;
+    }
+  }
+
+  /** Local replies that reached the head of the queue, in order. */
+  private takeLocals(out: Buffer[]): void {
+    for (let h = this.head(); h && h.k === 'local'; h = this.head()) {
+      out.push(...h.bytes);
+      if (h.endsBatch) out.push(readyForQuery(this.status));
+      this.pop();
+    }
+  }
+
+  // ------------------------------------------------------------------ upstream -> client
+
+  private onUpstreamData(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.upTail) {
+      buf = Buffer.concat([this.upTail, chunk]);
+      this.upTail = null;
+    }
+    const out: Buffer[] = [];
+    let off = 0;
+    let fwd = 0; // start of the range still to forward unchanged
+    if (this.streamRemaining > 0) {
+      const n = Math.min(this.streamRemaining, buf.length);
+      this.streamRemaining -= n;
+      off = n;
+    }
+    while (off < buf.length) {
+      if (buf.length - off < 5) {
+        this.upTail = Buffer.from(buf.subarray(off));
+        break;
+      }
+      const type = buf[off]!;
+      const end = off + 1 + buf.readInt32BE(off + 1);
+      if (type === Back.DataRow || type === Back.CopyData) {
+        // The hot path: rows pass through as slices, across chunk boundaries if need be.
+        if (end > buf.length) {
+          this.streamRemaining = end - buf.length;
+          off = buf.length;
+          break;
+        }
+        off = end;
+        continue;
+      }
+      if (end > buf.length) {
+        this.upTail = Buffer.from(buf.subarray(off));
+        break;
+      }
+      const action = this.onBackendMessage(type, buf.subarray(off + 5, end));
+      if (action !== 'forward') {
+        if (fwd < off) out.push(buf.subarray(fwd, off));
+        if (action !== 'drop') out.push(action);
+        fwd = end;
+      }
+      if (this.head()?.k === 'local') {
+        if (fwd < end) out.push(buf.subarray(fwd, end));
+        fwd = end;
+        this.takeLocals(out);
+      }
+      off = end;
+    }
+    const stop = this.upTail ? buf.length - this.upTail.length : off;
+    if (fwd < stop) out.push(buf.subarray(fwd, stop));
+    if (out.length) this.writeClient(out);
+  }
+
+  private writeClient(parts: Buffer[]): void {
+    if (this.closed) return;
+    let ok = true;
+    if (parts.length === 1) ok = this.client.write(parts[0]!);
+    else {
+      this.client.cork();
+      for (const p of parts) ok = this.client.write(p) && ok;
+      this.client.uncork();
+    }
+    if (!ok) this.upstream.pause();
+  }
+
+  /** Returns 'forward' to pass the message unchanged, 'drop' to hide it, or replacement bytes. */
+  private onBackendMessage(type: number, body: Buffer): 'forward' | 'drop' | Buffer {
+    const h = this.head();
+    switch (type) {
+      case Back.ParseComplete:
+        if (h?.k === 'parse') {
+          this.pop();
+          return h.hidden ? 'drop' : 'forward';
+        }
+        return 'forward';
+      case Back.BindComplete:
+        if (h?.k === 'bind') {
+          this.pop();
+          return h.hidden ? 'drop' : 'forward';
+        }
+        return 'forward';
+      case Back.CloseComplete:
+        if (h?.k === 'close') this.pop();
+        return 'forward';
+      case Back.ParameterDescription:
+        return h?.k === 'describe' && h.hidden ? 'drop' : 'forward';
+      case Back.RowDescription:
+      case Back.NoData:
+        if (h?.k === 'describe') {
+          this.pop();
+          return h.hidden ? 'drop' : 'forward';
+        }
+        return 'forward';
+      case Back.CommandComplete: {
+        const rows = rowsFromTag(new Reader(body).cstring());
+        if (h?.k === 'execute') {
+          h.exec.rows = rows;
+          this.pop();
+          this.complete(h.exec);
+        } else if (h?.k === 'query' && h.exec) h.exec.rows = (h.exec.rows ?? 0) + (rows ?? 0);
+        return 'forward';
+      }
+      case Back.EmptyQueryResponse:
+      case Back.PortalSuspended:
+        if (h?.k === 'execute') {
+          this.pop();
+          this.complete(h.exec);
+        }
+        return 'forward';
+      case Back.ErrorResponse:
+        return this.onBackendError(body, h);
+      case Back.ReadyForQuery: {
+        this.status = String.fromCharCode(body[0] ?? 0x49) as TxStatus;
+        if (h?.k === 'query' || h?.k === 'sync') {
+          this.pop();
+          if (h.k === 'query' && h.exec) this.complete(h.exec);
+          this.endOfBatch(h.seq);
+        }
+        return 'forward';
+      }
+      default:
+        return 'forward';
+    }
+  }
+
+  private onBackendError(body: Buffer, h: Pending | undefined): 'forward' | Buffer {
+    const fields = decodeFields(body);
+    const severity = fields.get('V') ?? fields.get('S');
+    let tagLength = 0;
+    if (h?.k === 'query' && h.exec) {
+      h.exec.sqlstate ??= fields.get('C');
+      h.exec.error ??= fields.get('M');
+      tagLength = h.exec.tagLength;
+    } else if (h && h.k !== 'sync' && h.k !== 'local') {
+      if (h.k === 'execute') {
+        h.exec.sqlstate = fields.get('C');
+        h.exec.error = fields.get('M');
+        this.complete(h.exec);
+        tagLength = h.exec.tagLength;
+      } else if (h.k === 'parse') tagLength = h.tagLength;
+      // The server skips everything up to Sync after an error; so do we.
+      while (this.head() && this.head()!.k !== 'sync') {
+        const p = this.head()!;
+        if (p.k === 'execute' && p !== h) this.complete(p.exec, '57014', 'skipped after an earlier error');
+        this.pop();
+      }
+    }
+    if (severity === 'FATAL' || severity === 'PANIC') this.ctx.logger.warn({ session: this.id, code: fields.get('C'), message: fields.get('M') }, 'upstream ended the session');
+    // Positions point into the text the client sent, not into our tagged copy.
+    const pos = fields.get('P');
+    if (pos && tagLength) {
+      fields.set('P', String(Math.max(1, Number(pos) - tagLength)));
+      return encodeFields(fields, Back.ErrorResponse);
+    }
+    return 'forward';
+  }
+
+  /** A ReadyForQuery ended the batch `seq`: per-transaction settings end with the transaction. */
+  private endOfBatch(seq: number): void {
+    if (this.status !== 'I') return;
+    if (this.actingFor && seq >= this.actingFor.untilSeq) this.actingFor = undefined;
+    if (this.localReason && seq >= this.localReason.untilSeq) this.localReason = undefined;
+  }
+
+  private complete(exec: Execution, sqlstate?: string, error?: string): void {
+    const durationMs = Number(process.hrtime.bigint() - exec.started) / 1e6;
+    if (sqlstate) {
+      exec.sqlstate ??= sqlstate;
+      exec.error ??= error;
+    }
+    this.ctx.audit.completion({
+      type: 'completion',
+      logId: exec.logId,
+      ts: new Date(),
+      sessionId: this.id,
+      rows: exec.rows,
+      ...(exec.sqlstate ? { sqlstate: exec.sqlstate } : {}),
+      ...(exec.error ? { error: exec.error } : {}),
+      durationMs,
+    });
+    this.ctx.metrics.observe(durationMs, exec.sqlstate !== undefined);
+    if (exec.ddl && !exec.sqlstate) this.ctx.analyzer.schemaChanged();
+  }
+}
+
+/** Bind parameters as text for the audit record (binary ones as \x hex), each capped in length. */
+function decodeBindParams(rest: Buffer): (string | null)[] {
+  try {
+    const r = new Reader(rest);
+    const nFormats = r.int16();
+    const formats: number[] = [];
+    for (let i = 0; i < nFormats; i++) formats.push(r.int16());
+    const n = r.int16();
+    const out: (string | null)[] = [];
+    for (let i = 0; i < n; i++) {
+      const len = r.int32();
+      if (len < 0) {
+        out.push(null);
+        continue;
+      }
+      const bytes = r.bytes(len);
+      const binary = (nFormats === 1 ? formats[0] : formats[i]) === 1;
+      const s = binary ? '\\x' + bytes.subarray(0, MAX_PARAM_CHARS / 2).toString('hex') : bytes.toString('utf8', 0, Math.min(len, MAX_PARAM_CHARS * 4));
+      out.push(s.length > MAX_PARAM_CHARS ? s.slice(0, MAX_PARAM_CHARS) + '…' : s);
+    }
+    return out;
+  } catch {
+    return [];
+  }
+}
+
+export { encodeTagValue };

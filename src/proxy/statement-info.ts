@@ -1,0 +1,36 @@
+// What the session needs to know about a statement text before forwarding it. The analysis itself
+// (libpg-query + live catalog) lives in src/sql; this is the proxy's narrow view of it.
+
+export interface ScalpleSetting {
+  /** `reason`, `on_behalf_of`, … (the part after `scalple.`). */
+  name: string;
+  /** null for RESET. */
+  value: string | null;
+  local: boolean;
+}
+
+export interface Refusal {
+  sqlstate: string;
+  message: string;
+  /** Name of the rule that refused, for the audit record. */
+  rule: string;
+}
+
+export interface StatementInfo {
+  kinds: string[];
+  tables: string[];
+  columns: string[];
+  /** Set when the text is a `SET scalple.*` the proxy takes for itself (never forwarded). */
+  setting?: ScalpleSetting;
+  /** Set when the statement must not be forwarded at all. */
+  refusal?: Refusal;
+  /** The statement changes the schema: the catalog cache must be refreshed after it. */
+  ddl: boolean;
+}
+
+export interface StatementAnalyzer {
+  /** Sync on a cache hit; may be async the first time (catalog load). */
+  describe(sql: string): StatementInfo | Promise<StatementInfo>;
+  /** Called after a DDL statement completed. */
+  schemaChanged(): void;
+}
