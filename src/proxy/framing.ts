@@ -15,31 +15,45 @@ export interface Frame {
 const MAX_FRONTEND_MESSAGE = 1 << 30;
 
 export class MessageFramer {
-  private tail: Buffer | null = null;
+  /** Bytes of an incomplete message, kept as a list so a large message is copied once, not per chunk. */
+  private parts: Buffer[] = [];
+  private partsLength = 0;
+  private needed = 5;
 
   /** Adds a chunk; returns the messages completed by it, in order. */
   push(chunk: Buffer): Frame[] {
     let buf = chunk;
-    if (this.tail) {
-      buf = Buffer.concat([this.tail, chunk]);
-      this.tail = null;
+    if (this.partsLength) {
+      this.parts.push(chunk);
+      this.partsLength += chunk.length;
+      if (this.partsLength < this.needed) return [];
+      buf = Buffer.concat(this.parts, this.partsLength);
+      this.parts = [];
+      this.partsLength = 0;
     }
     const frames: Frame[] = [];
     let off = 0;
+    this.needed = 5;
     while (buf.length - off >= 5) {
       const len = buf.readInt32BE(off + 1);
       if (len < 4 || len > MAX_FRONTEND_MESSAGE) throw new ProtocolViolation(`invalid message length ${len}`);
       const end = off + 1 + len;
-      if (end > buf.length) break;
+      if (end > buf.length) {
+        this.needed = 1 + len;
+        break;
+      }
       frames.push({ type: buf[off]!, body: buf.subarray(off + 5, end), raw: buf.subarray(off, end) });
       off = end;
     }
-    if (off < buf.length) this.tail = buf.subarray(off);
+    if (off < buf.length) {
+      this.parts = [buf.subarray(off)];
+      this.partsLength = buf.length - off;
+    }
     return frames;
   }
 
   get pendingBytes(): number {
-    return this.tail?.length ?? 0;
+    return this.partsLength;
   }
 }
 
