@@ -69,8 +69,6 @@ async function readPassword(socket: net.Socket, first: Buffer): Promise<{ passwo
     const f = frames[0]!;
     if (f.type !== Front.Password) throw new ProtocolViolation('expected a password message');
     const password = new Reader(f.body).cstring();
-    const restStart = f.raw.byteOffset + f.raw.length;
-    void restStart;
     return { password, rest: Buffer.concat(frames.slice(1).map((x) => x.raw)) };
   };
   if (first.length) {
@@ -123,7 +121,8 @@ function upgradeToTls(socket: net.Socket, opts: StartupOptions): Promise<tls.TLS
   });
 }
 
-export async function runClientStartup(raw: net.Socket, opts: StartupOptions): Promise<StartupOutcome> {
+/** `onSocket` learns the TLS socket as soon as it exists, so a refusal is written encrypted. */
+export async function runClientStartup(raw: net.Socket, opts: StartupOptions, onSocket: (s: net.Socket) => void = () => undefined): Promise<StartupOutcome> {
   let socket: net.Socket = raw;
   let isTls = false;
   let framer = new StartupFramer();
@@ -138,6 +137,7 @@ export async function runClientStartup(raw: net.Socket, opts: StartupOptions): P
         socket.write('S');
         socket = await upgradeToTls(socket, opts);
         isTls = true;
+        onSocket(socket);
       } else socket.write('N');
       framer = new StartupFramer();
       continue;

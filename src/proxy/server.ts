@@ -83,11 +83,14 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         requestClientCert: !!config.tls?.clientCa,
         allowPlaintextPassword: config.identity.allowPlaintextPassword,
         verifier,
+      }, (s) => {
+        socket = s;
       });
       if (outcome.kind === 'cancel') {
         clearTimeout(timer);
         raw.destroy();
         const target = cancelKeys.get(`${outcome.pid}:${outcome.secret}`);
+        logger.info({ client: clientAddr, session: target?.session.id, known: !!target }, 'cancel request');
         if (target?.upstreamKey) await sendCancel(upstream, target.upstreamKey).catch((err) => logger.warn({ err: errorMessage(err) }, 'cancel failed'));
         return;
       }

@@ -237,12 +237,21 @@ export async function connectUpstream(t: UpstreamTarget, clientParams: Record<st
   }
 }
 
-/** Forwards a client's CancelRequest to the upstream connection that serves it. */
+/**
+ * Forwards a client's CancelRequest to the upstream connection that serves it. The connection is
+ * held until the upstream closes it: PgBouncer drops a cancel whose sender hung up first.
+ */
 export async function sendCancel(t: UpstreamTarget, key: { pid: number; secret: number }): Promise<void> {
   const s = await connectTcp(t.host, t.port, 5000);
   await new Promise<void>((resolve) => {
-    s.end(cancelRequest(key.pid, key.secret), () => resolve());
-    s.once('error', () => resolve());
+    const timer = setTimeout(() => resolve(), 5000);
+    s.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    s.once('error', () => undefined);
+    s.on('data', () => undefined);
+    s.write(cancelRequest(key.pid, key.secret));
   });
   s.destroy();
 }

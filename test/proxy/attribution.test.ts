@@ -7,7 +7,7 @@ import type pg from 'pg';
 import { startStack, type Stack } from '../support/stack.ts';
 import { clientCredentialsToken, TEST_APPS } from '../support/idp.ts';
 import { WireClient, typesOf } from '../support/wire.ts';
-import { Writer, Front, Back, decodeFields } from '../../src/proxy/protocol.ts';
+import { Writer, Front, Back, decodeFields, parseMessage, syncMessage } from '../../src/proxy/protocol.ts';
 
 let stack: Stack;
 
@@ -158,6 +158,29 @@ describe('attribution through PgBouncer transaction pooling', () => {
     await c.end();
     const denied = await records(`record_type = 'intent' AND decision = 'deny'`);
     expect(denied.length).toBeGreaterThanOrEqual(9);
+  });
+
+  it('executes a named statement with Bind/Execute and no Describe, on whichever server the pooler picks', async () => {
+    const t = await stack.token('erin@example.com');
+    const w = await WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
+    const typeOids = new Writer().int16(1).int32(20).message(0).subarray(5);
+    w.send(parseMessage('S_1', 'SELECT email FROM customers WHERE id = $1', typeOids), syncMessage);
+    expect(typesOf(await w.readUntil((f) => f.type === Back.ReadyForQuery))).toBe('1Z');
+    for (let i = 1; i <= 6; i++) {
+      // pgjdbc after prepareThreshold: Bind + Execute of the server statement, no Describe.
+      const bind = new Writer().cstring('').cstring('S_1').int16(0).int16(1).int32(String(i).length).bytes(Buffer.from(String(i))).int16(0).message(Front.Bind);
+      const exec = new Writer().cstring('').int32(0).message(Front.Execute);
+      w.send(bind, exec, syncMessage);
+      const reply = await w.readUntil((f) => f.type === Back.ReadyForQuery);
+      expect(typesOf(reply)).toBe('2DCZ');
+      expect(reply[1]!.body.toString()).toContain(`customer${i}@example.org`);
+    }
+    w.send(new Writer().byte(0x53).cstring('S_1').message(Front.Close), syncMessage);
+    expect(typesOf(await w.readUntil((f) => f.type === Back.ReadyForQuery))).toBe('3Z');
+    w.close();
+    const recs = await records(`record_type = 'intent' AND email = 'erin@example.com' AND statement LIKE '%WHERE id = $1'`);
+    expect(recs).toHaveLength(6);
+    expect(recs.map((r) => r.params)).toEqual([['1'], ['2'], ['3'], ['4'], ['5'], ['6']]);
   });
 
   it('refuses the fast-path FunctionCall message', async () => {
