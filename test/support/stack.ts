@@ -153,10 +153,11 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     flushAudit: () => audit?.flush() ?? Promise.resolve(),
     async stopProxy(signal: NodeJS.Signals = 'SIGTERM') {
-      if (child && child.exitCode === null && child.signalCode === null) {
+      const proc = stack.proxyProcess;
+      if (proc && proc.exitCode === null && proc.signalCode === null) {
         await new Promise<void>((resolve) => {
-          child!.once('exit', () => resolve());
-          child!.kill(signal);
+          proc.once('exit', () => resolve());
+          proc.kill(signal);
         });
       }
       if (proxy) {
