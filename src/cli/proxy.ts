@@ -21,7 +21,9 @@ export function registerProxyCommand(program: Command): void {
       const proxy = await startProxy(config, { audit, logger });
       process.on('SIGHUP', () => {
         try {
-          proxy.reload(loadConfig(file));
+          const next = loadConfig(file);
+          proxy.reload(next);
+          audit.setPolicyVersion(next.policyVersion);
         } catch (err) {
           logger.error({ err: errorMessage(err) }, 'reload failed; keeping the previous policy');
         }
