@@ -45,7 +45,7 @@ describe('psql, COPY, cancel', () => {
     expect(err).toMatch(/requires TLS/);
     await stack.flushAudit();
     const rec = await stack.sql("SELECT email FROM scalple_audit.records WHERE statement LIKE '%psql-marker%'");
-    expect(rec.rows[0].email).toBe('alice@example.com');
+    expect(rec.rows[0]!.email).toBe('alice@example.com');
   });
 
   it('runs COPY out and COPY in through psql, audited with row counts', async () => {
@@ -58,7 +58,7 @@ describe('psql, COPY, cancel', () => {
     const inn = await psql(t, ['-c', 'COPY copy_target FROM STDIN'], rows);
     expect(inn.stderr).toBe('');
     expect(inn.stdout.trim()).toBe('COPY 300');
-    expect((await stack.sql('SELECT count(*)::int AS n FROM copy_target')).rows[0].n).toBe(300);
+    expect((await stack.sql('SELECT count(*)::int AS n FROM copy_target')).rows[0]!.n).toBe(300);
     await stack.flushAudit();
     const rec = await stack.sql<{ rows: string; kinds: string[] }>("SELECT c.rows, i.kinds FROM scalple_audit.records i JOIN scalple_audit.records c ON c.log_id = i.log_id AND c.record_type = 'completion' WHERE i.record_type = 'intent' AND i.statement = 'COPY copy_target FROM STDIN'");
     expect(rec.rows[0]).toMatchObject({ rows: '300', kinds: ['COPY'] });
@@ -71,7 +71,7 @@ describe('psql, COPY, cancel', () => {
     // Cancel once the statement is executing on the server (observed, not slept for).
     for (;;) {
       const r = await stack.sql("SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND usename = 'app_user'");
-      if (r.rows[0].n > 0) break;
+      if (r.rows[0]!.n > 0) break;
     }
     const s = net.connect({ host: '127.0.0.1', port: stack.proxyPort });
     await new Promise((r) => s.once('connect', r));
