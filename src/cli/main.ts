@@ -4,7 +4,12 @@
 import { Command, CommanderError } from 'commander';
 import { ScalpleError } from '../errors.ts';
 import { registerProxyCommand } from './proxy.ts';
+import { registerDemoCommand } from './demo.ts';
 import { registerAuditCommands } from './audit/index.ts';
+import { registerLoginCommand } from './login.ts';
+import { registerLogoutCommand } from './logout.ts';
+import { registerAuthCommands } from './auth/index.ts';
+import { registerTokenCommand } from './token.ts';
 
 export const EXIT = { ok: 0, error: 1, usage: 2, auth: 4 } as const;
 
@@ -16,7 +21,12 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
   registerProxyCommand(program);
+  registerDemoCommand(program);
   registerAuditCommands(program);
+  registerLoginCommand(program);
+  registerLogoutCommand(program);
+  registerAuthCommands(program);
+  registerTokenCommand(program);
   return program;
 }
 
