@@ -18,6 +18,7 @@ import { Session, type SessionContext } from './session.ts';
 import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from './protocol.ts';
 import type { StatementAnalyzer } from './statement-info.ts';
 import { createAnalyzer } from './analyzer.ts';
+import { PolicyGate } from './policy-gate.ts';
 import { Metrics } from './metrics.ts';
 import { startHttp } from './http.ts';
 
@@ -50,7 +51,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
   const logger = deps.logger ?? pino({ name: 'scalple' }, pino.destination(2));
   const metrics = new Metrics();
   const verifier = new IdentityVerifier(config.identity, config.applications);
-  const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode }));
+  const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode, upstreamUrl: config.upstream, logger }));
+  const gate = new PolicyGate(config);
   const upstream: UpstreamTarget = parseUpstreamUrl(config.upstream);
   const secureContext = config.tls
     ? tls.createSecureContext({
@@ -59,7 +61,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         ...(config.tls.clientCa ? { ca: readFileSync(config.tls.clientCa) } : {}),
       })
     : undefined;
-  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics };
+  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics, gate };
   const sessions = new Set<Session>();
   const cancelKeys = new Map<string, CancelTarget>();
 
@@ -97,6 +99,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
       socket = outcome.socket;
       const { principal, expiresAt } = outcome.identity;
       if (await ctx.audit.isRevoked(principal)) throw new ScalpleError('AUTH_FAILED', 'access revoked: ask your administrator', { sqlstate: '28000' });
+      const role = gate.roleFor(principal);
+      if ('refused' in role) throw new ScalpleError('AUTH_FAILED', role.refused, { sqlstate: '28000' });
       const forwarded: Record<string, string> = {};
       for (const [k, v] of Object.entries(outcome.params)) {
         if (k === 'user' || k === 'database') continue;
@@ -121,6 +125,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
           database: upstream.database,
           status: up.status,
           settings: outcome.settings,
+          role,
         },
         ctx,
       );
@@ -209,6 +214,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
     ...(http ? { httpPort: http.port } : {}),
     sessionCount: () => sessions.size,
     reload(next: ScalpleConfig) {
+      gate.reload(next);
       config = next;
       ctx.config = next;
       logger.info({ policy_version: next.policyVersion }, 'policy reloaded');
@@ -220,6 +226,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         for (const s of [...sessions]) s.terminate('57P01', 'the proxy is shutting down');
       });
       if (http) await new Promise<void>((resolve) => http!.server.close(() => resolve()));
+      await analyzer.close();
     },
   };
 }

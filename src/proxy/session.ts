@@ -23,6 +23,10 @@ import {
 } from './protocol.ts';
 import { encodeTagValue, principalLabel, tagFor } from './tag.ts';
 import type { Metrics } from './metrics.ts';
+import type { EffectiveRole } from '../policy/policy.ts';
+import type { PolicyGate } from './policy-gate.ts';
+import { maskForOrigin, type ColumnMask, type PolicyDecision } from './mask-plan.ts';
+import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
 
 export interface SessionContext {
   config: ScalpleConfig;
@@ -31,6 +35,7 @@ export interface SessionContext {
   verifier: IdentityVerifier;
   logger: Logger;
   metrics: Metrics;
+  gate: PolicyGate;
 }
 
 export interface SessionInit {
@@ -46,6 +51,17 @@ export interface SessionInit {
   status: TxStatus;
   /** `scalple.*` settings from the startup packet (e.g. scalple.reason). */
   settings: Record<string, string>;
+  role: EffectiveRole;
+}
+
+/** The masks of one execution: a copy of the statement's plan, completed by RowDescription. */
+interface ActivePlan {
+  /** Masks from the statement's lineage. */
+  base: readonly (ColumnMask | undefined)[];
+  /** Masks in force for the rows now arriving (base, completed by RowDescription's origins). */
+  columns: (ColumnMask | undefined)[];
+  /** Errors and notices may echo values: scrub them while this execution runs. */
+  scrub: boolean;
 }
 
 interface Execution {
@@ -57,15 +73,17 @@ interface Execution {
   /** Characters the tag added in front of the text, to correct error positions. */
   tagLength: number;
   ddl: boolean;
+  /** SET search_path that takes effect when this execution succeeds. */
+  searchPath?: string[];
 }
 
 /** What the proxy expects upstream to answer next, in order. */
 type Pending =
-  | { k: 'query'; exec: Execution | undefined; seq: number }
+  | { k: 'query'; exec: Execution | undefined; seq: number; plan: ActivePlan | undefined }
   | { k: 'parse'; hidden: boolean; tagLength: number }
   | { k: 'bind'; hidden: boolean }
-  | { k: 'describe'; hidden: boolean }
-  | { k: 'execute'; exec: Execution }
+  | { k: 'describe'; hidden: boolean; plan: ActivePlan | undefined }
+  | { k: 'execute'; exec: Execution; plan: ActivePlan | undefined }
   | { k: 'close' }
   | { k: 'sync'; seq: number }
   | { k: 'local'; bytes: Buffer[]; endsBatch: boolean };
@@ -75,6 +93,9 @@ interface Statement {
   /** Parameter type section of the Parse message (int16 count + oids), raw. */
   paramTypes: Buffer;
   info: StatementInfo;
+  decision: PolicyDecision;
+  /** Reads a table with masked columns: results are checked against RowDescription's origins. */
+  guarded: boolean;
   /** The log id already tagged into the upstream Parse and not yet used by an execution. */
   unusedTagLogId?: string;
   tagLength: number;
@@ -83,6 +104,8 @@ interface Statement {
 interface Portal {
   stmt: Statement;
   params: (string | null)[];
+  plan: ActivePlan | undefined;
+  described: boolean;
 }
 
 const MAX_PARAM_CHARS = 2000;
@@ -124,6 +147,9 @@ export class Session {
   private localReason: { value: string; untilSeq: number } | undefined;
   private closed = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private searchPath: readonly string[] = DEFAULT_SEARCH_PATH;
+  private readonly role: EffectiveRole;
+  private readonly roleKey: string;
 
   constructor(init: SessionInit, ctx: SessionContext) {
     this.id = init.id;
@@ -136,6 +162,8 @@ export class Session {
     this.userLabel = principalLabel(init.principal);
     this.transactionPooled = ctx.config.upstreamPoolMode === 'transaction';
     if (init.settings['scalple.reason']) this.reason = init.settings['scalple.reason'];
+    this.role = init.role;
+    this.roleKey = ctx.gate.roleKey(init.role);
   }
 
   /** Starts relaying; `leftover` are client bytes that arrived with the startup. */
@@ -286,27 +314,54 @@ export class Session {
   // ---- simple query
 
   private async onQuery(sql: string): Promise<void> {
-    const info = await this.ctx.analyzer.describe(sql);
+    const info = await this.ctx.analyzer.describe(sql, this.searchPath);
     if (info.setting) {
       const refusal = info.kinds.length > 1 ? 'a scalple.* setting must be sent as a statement of its own' : await this.applySetting(info.setting);
       if (refusal) this.refuseSimple({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' }, sql, info);
       else this.answerLocally([commandComplete(info.setting.value === null ? 'RESET' : 'SET')], true);
       return;
     }
-    const refusal = this.refusalFor(info);
+    const { refusal, decision, observed } = this.judge(info);
     if (refusal) {
-      this.refuseSimple(refusal, sql, info);
+      this.refuseSimple(refusal, sql, info, decision);
       return;
     }
     const logId = randomUUID();
     const tag = this.tag(logId);
     const exec = this.newExecution(logId, tag.length, info);
-    if (!(await this.recordIntent(exec, sql, info, undefined))) {
+    if (!(await this.recordIntent(exec, sql, info, undefined, decision, observed))) {
       this.answerLocally([errorResponse(this.auditUnavailable())], true);
       return;
     }
+    if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
     this.sendUp(queryMessage(tag + sql));
-    this.expect({ k: 'query', exec, seq: ++this.syncSeq });
+    this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info)) });
+  }
+
+  /** The policy decision for this caller; with `enforce: false` it is only observed and recorded. */
+  private judge(info: StatementInfo): { refusal?: Refusal; decision: PolicyDecision; observed?: string } {
+    if (info.refusal) return { refusal: info.refusal, decision: { kind: 'refuse', refusal: info.refusal } };
+    const decision = this.ctx.gate.decide(info, this.role, this.roleKey);
+    if (this.ctx.gate.enforce) return decision.kind === 'refuse' ? { refusal: decision.refusal, decision } : { decision };
+    const observed = decision.kind === 'refuse' ? `would deny: ${decision.refusal.rule}` : decision.plan ? `would mask: ${Object.entries(decision.plan.maskedFields).map(([c, m]) => `${c}=${m}`).join(', ')}` : undefined;
+    return { decision: { kind: 'allow' }, ...(observed ? { observed } : {}) };
+  }
+
+  /** Does this statement read a table that has columns masked for this caller? */
+  private guards(info: StatementInfo): boolean {
+    if (!this.ctx.gate.enforce || this.role.masked.size === 0 || !info.tables.length) return false;
+    for (const col of this.role.masked.keys()) {
+      const t = col.split('.').slice(0, 2).join('.');
+      if (info.tables.includes(t)) return true;
+    }
+    return false;
+  }
+
+  private activePlan(decision: PolicyDecision, guarded: boolean): ActivePlan | undefined {
+    const plan = decision.kind === 'allow' ? decision.plan : undefined;
+    if (!plan && !guarded) return undefined;
+    const base = plan ? plan.columns : [];
+    return { base, columns: [...base], scrub: true };
   }
 
   // ---- extended protocol
@@ -316,14 +371,18 @@ export class Session {
     const name = r.cstring();
     const sql = r.cstring();
     const paramTypes = r.rest();
-    const info = await this.ctx.analyzer.describe(sql);
-    const refusal = info.setting ? (info.kinds.length > 1 ? { sqlstate: '22023', message: 'a scalple.* setting must be sent as a statement of its own', rule: 'scalple.setting' } : undefined) : this.refusalFor(info);
-    if (refusal) {
-      await this.recordRefusal(sql, info, refusal);
-      this.failExtended(refusal);
+    const info = await this.ctx.analyzer.describe(sql, this.searchPath);
+    const judged: { refusal?: Refusal; decision: PolicyDecision; observed?: string } = info.setting
+      ? info.kinds.length > 1
+        ? { refusal: { sqlstate: '22023', message: 'a scalple.* setting must be sent as a statement of its own', rule: 'scalple.setting' }, decision: { kind: 'allow' } }
+        : { decision: { kind: 'allow' } }
+      : this.judge(info);
+    if (judged.refusal) {
+      await this.recordRefusal(sql, info, judged.refusal, judged.decision);
+      this.failExtended(judged.refusal);
       return;
     }
-    const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, tagLength: 0 };
+    const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, decision: judged.decision, guarded: this.guards(info), tagLength: 0 };
     if (name && this.statements.has(name)) {
       this.failExtended({ sqlstate: '42P05', message: `prepared statement "${name}" already exists`, rule: 'protocol' });
       return;
@@ -367,13 +426,16 @@ export class Session {
       this.failExtended({ sqlstate: '26000', message: name ? `prepared statement "${name}" does not exist` : 'unnamed prepared statement does not exist', rule: 'protocol' });
       return;
     }
-    this.portals.set(portal, { stmt, params: decodeBindParams(rest) });
+    const plan = this.activePlan(stmt.decision, stmt.guarded);
+    this.portals.set(portal, { stmt, params: decodeBindParams(rest), plan, described: false });
     if (stmt.info.setting) {
       this.answerLocally([bindComplete], false);
       return;
     }
     if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
-    this.sendUp(name === '' ? f.raw : bindMessage(portal, '', rest));
+    // Nothing masked may travel in binary: masked columns are asked for as text.
+    const bindRest = plan && plan.columns.some(Boolean) ? textForMasked(rest, plan.columns) : rest;
+    this.sendUp(name === '' && bindRest === rest ? f.raw : bindMessage(portal, '', bindRest));
     this.expect({ k: 'bind', hidden: false });
   }
 
@@ -393,7 +455,7 @@ export class Session {
       }
       if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
       this.sendUp(name === '' ? f.raw : describeMessage('S', ''));
-      this.expect({ k: 'describe', hidden: false });
+      this.expect({ k: 'describe', hidden: false, plan: this.activePlan(stmt.decision, stmt.guarded) });
       return;
     }
     const portal = this.portals.get(name);
@@ -401,8 +463,9 @@ export class Session {
       this.answerLocally([noData], false);
       return;
     }
+    if (portal) portal.described = true;
     this.sendUp(f.raw);
-    this.expect({ k: 'describe', hidden: false });
+    this.expect({ k: 'describe', hidden: false, plan: portal?.plan });
   }
 
   private async onExecute(f: Frame): Promise<void> {
@@ -421,12 +484,22 @@ export class Session {
     const logId = stmt?.unusedTagLogId ?? randomUUID();
     if (stmt) stmt.unusedTagLogId = undefined;
     const exec = this.newExecution(logId, stmt?.tagLength ?? 0, info);
-    if (!(await this.recordIntent(exec, stmt?.sql ?? '(unknown portal)', info, portal?.params))) {
+    if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
+    const decision = stmt?.decision ?? { kind: 'allow' as const };
+    const observed = stmt && !this.ctx.gate.enforce ? this.judge(stmt.info).observed : undefined;
+    if (!(await this.recordIntent(exec, stmt?.sql ?? '(unknown portal)', info, portal?.params, decision, observed))) {
       this.failExtended(this.auditUnavailableRefusal());
       return;
     }
+    if (portal?.plan && !portal.described) {
+      // Executed without Describe (pgjdbc after prepareThreshold): ask for the row description
+      // ourselves, hidden from the client, to check the plan against the columns' origins.
+      this.sendUp(describeMessage('P', name));
+      this.expect({ k: 'describe', hidden: true, plan: portal.plan });
+      portal.described = true;
+    }
     this.sendUp(f.raw);
-    this.expect({ k: 'execute', exec });
+    this.expect({ k: 'execute', exec, plan: portal?.plan });
   }
 
   private onCloseMessage(f: Frame): void {
@@ -446,11 +519,6 @@ export class Session {
   }
 
   // ---- policy, settings, audit
-
-  private refusalFor(info: StatementInfo): Refusal | undefined {
-    if (info.refusal) return info.refusal;
-    return undefined;
-  }
 
   /** Applies a `SET scalple.*`; returns an error message, or undefined when applied. */
   private async applySetting(s: ScalpleSetting): Promise<string | undefined> {
@@ -494,7 +562,7 @@ export class Session {
     return { logId, started: process.hrtime.bigint(), rows: null, tagLength, ddl: info.ddl };
   }
 
-  private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string): IntentRecord {
+  private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>): IntentRecord {
     const reason = this.currentReason();
     return {
       type: 'intent',
@@ -516,13 +584,15 @@ export class Session {
       ...(rule ? { rule } : {}),
       policyVersion: this.ctx.config.policyVersion,
       ...(reason ? { reason } : {}),
+      ...(maskedFields && Object.keys(maskedFields).length ? { maskedFields } : {}),
     };
   }
 
   /** Writes the intent; false when the audit store cannot take it (the statement must not run). */
-  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined): Promise<boolean> {
+  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: PolicyDecision, observed?: string): Promise<boolean> {
+    const maskedFields = decision.kind === 'allow' ? decision.maskedFields : undefined;
     try {
-      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, 'allow'));
+      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, maskedFields ? 'mask' : 'allow', observed, maskedFields));
       this.ctx.metrics.statement();
       return true;
     } catch (err) {
@@ -532,7 +602,7 @@ export class Session {
     }
   }
 
-  private async recordRefusal(sql: string, info: StatementInfo, refusal: Refusal): Promise<void> {
+  private async recordRefusal(sql: string, info: StatementInfo, refusal: Refusal, _decision?: PolicyDecision): Promise<void> {
     const logId = randomUUID();
     this.ctx.metrics.denied();
     try {
@@ -552,8 +622,8 @@ export class Session {
     return { sqlstate: f.code, message: f.message, rule: 'audit.unavailable' };
   }
 
-  private refuseSimple(refusal: Refusal, sql: string, info?: StatementInfo): void {
-    void this.recordRefusal(sql, info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false }, refusal);
+  private refuseSimple(refusal: Refusal, sql: string, info?: StatementInfo, decision?: PolicyDecision): void {
+    void this.recordRefusal(sql, info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false }, refusal, decision);
     this.answerLocally([errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message })], true);
   }
 
@@ -627,7 +697,7 @@ export class Session {
       }
       const type = buf[off]!;
       const end = off + 1 + buf.readInt32BE(off + 1);
-      if (type === Back.DataRow || type === Back.CopyData) {
+      if ((type === Back.DataRow && !this.rowPlan()) || type === Back.CopyData) {
         // The hot path: rows pass through as slices, across chunk boundaries if need be.
         if (end > buf.length) {
           this.streamRemaining = end - buf.length;
@@ -692,13 +762,28 @@ export class Session {
         return 'forward';
       case Back.ParameterDescription:
         return h?.k === 'describe' && h.hidden ? 'drop' : 'forward';
-      case Back.RowDescription:
+      case Back.RowDescription: {
+        const plan = h && (h.k === 'describe' || h.k === 'query') ? h.plan : undefined;
+        const out = plan ? this.maskRowDescription(body, plan) : 'forward';
+        if (h?.k === 'describe') {
+          this.pop();
+          return h.hidden ? 'drop' : out;
+        }
+        return out;
+      }
       case Back.NoData:
         if (h?.k === 'describe') {
           this.pop();
           return h.hidden ? 'drop' : 'forward';
         }
         return 'forward';
+      case Back.DataRow: {
+        const plan = this.rowPlan();
+        return plan ? maskDataRow(body, plan.columns) : 'forward';
+      }
+      case Back.NoticeResponse:
+        // A notice during a statement over masked tables may quote a value: withheld.
+        return h && (h.k === 'query' || h.k === 'execute') && h.plan ? 'drop' : 'forward';
       case Back.CommandComplete: {
         const rows = rowsFromTag(new Reader(body).cstring());
         if (h?.k === 'execute') {
@@ -734,6 +819,7 @@ export class Session {
   private onBackendError(body: Buffer, h: Pending | undefined): 'forward' | Buffer {
     const fields = decodeFields(body);
     const severity = fields.get('V') ?? fields.get('S');
+    const scrub = h && (h.k === 'query' || h.k === 'execute' || h.k === 'describe') && h.plan?.scrub;
     let tagLength = 0;
     if (h?.k === 'query' && h.exec) {
       h.exec.sqlstate ??= fields.get('C');
@@ -754,13 +840,50 @@ export class Session {
       }
     }
     if (severity === 'FATAL' || severity === 'PANIC') this.ctx.logger.warn({ session: this.id, code: fields.get('C'), message: fields.get('M') }, 'upstream ended the session');
+    let changed = false;
+    if (scrub) {
+      // Errors can echo a masked value ("invalid input syntax … '123-45-6789'", "Failing row
+      // contains …"): quoted text is withheld and detail, hint and context dropped.
+      fields.set('M', (fields.get('M') ?? '').replace(/"[^"]*"|'[^']*'|\([^)]*\)/g, '"…"') + ' (details withheld: the statement reads masked columns)');
+      for (const k of ['D', 'H', 'W', 'q', 'p']) fields.delete(k);
+      changed = true;
+    }
     // Positions point into the text the client sent, not into our tagged copy.
     const pos = fields.get('P');
     if (pos && tagLength) {
       fields.set('P', String(Math.max(1, Number(pos) - tagLength)));
-      return encodeFields(fields, Back.ErrorResponse);
+      changed = true;
     }
-    return 'forward';
+    return changed ? encodeFields(fields, Back.ErrorResponse) : 'forward';
+  }
+
+  /** The masks for rows arriving now, when any column is masked. */
+  private rowPlan(): ActivePlan | undefined {
+    const h = this.head();
+    if (!h || (h.k !== 'execute' && h.k !== 'query') || !h.plan) return undefined;
+    return h.plan.columns.some(Boolean) ? h.plan : undefined;
+  }
+
+  /**
+   * Completes the plan with what PostgreSQL says each column is (table OID, attnum): a column that
+   * comes straight from a masked column is masked even if the lineage missed it. Masked columns are
+   * re-described as text.
+   */
+  private maskRowDescription(body: Buffer, plan: ActivePlan): Buffer | 'forward' {
+    const fields = parseRowDescription(body);
+    const columns: (ColumnMask | undefined)[] = [];
+    const lineageKnown = plan.base.length === fields.length;
+    for (let i = 0; i < fields.length; i++) {
+      const f = fields[i]!;
+      let m = lineageKnown ? plan.base[i] : undefined;
+      if (!m && f.tableOid) m = maskForOrigin(this.ctx.analyzer.columnOf(f.tableOid, f.attnum), this.role, this.ctx.gate.maskKey);
+      // The lineage says something was masked but not where: everything is redacted.
+      if (!m && !lineageKnown && plan.base.some(Boolean)) m = { label: 'redacted', fn: () => '[redacted]' };
+      columns.push(m);
+    }
+    plan.columns = columns;
+    if (!columns.some(Boolean)) return 'forward';
+    return encodeRowDescription(fields.map((f, i) => (columns[i] ? { ...f, tableOid: 0, attnum: 0, typeOid: 25, typlen: -1, typmod: -1, format: 0 } : f)));
   }
 
   /** A ReadyForQuery ended the batch `seq`: per-transaction settings end with the transaction. */
@@ -788,7 +911,114 @@ export class Session {
     });
     this.ctx.metrics.observe(durationMs, exec.sqlstate !== undefined);
     if (exec.ddl && !exec.sqlstate) this.ctx.analyzer.schemaChanged();
+    if (exec.searchPath && !exec.sqlstate) this.searchPath = exec.searchPath;
   }
+}
+
+interface FieldDescription {
+  name: Buffer;
+  tableOid: number;
+  attnum: number;
+  typeOid: number;
+  typlen: number;
+  typmod: number;
+  format: number;
+}
+
+function parseRowDescription(body: Buffer): FieldDescription[] {
+  const n = body.readInt16BE(0);
+  const out: FieldDescription[] = [];
+  let off = 2;
+  for (let i = 0; i < n; i++) {
+    const end = body.indexOf(0, off);
+    const name = body.subarray(off, end);
+    off = end + 1;
+    out.push({ name, tableOid: body.readUInt32BE(off), attnum: body.readInt16BE(off + 4), typeOid: body.readUInt32BE(off + 6), typlen: body.readInt16BE(off + 10), typmod: body.readInt32BE(off + 12), format: body.readInt16BE(off + 16) });
+    off += 18;
+  }
+  return out;
+}
+
+function encodeRowDescription(fields: FieldDescription[]): Buffer {
+  const size = 2 + fields.reduce((a, f) => a + f.name.length + 1 + 18, 0);
+  const b = Buffer.allocUnsafe(5 + size);
+  b[0] = Back.RowDescription;
+  b.writeInt32BE(size + 4, 1);
+  b.writeInt16BE(fields.length, 5);
+  let off = 7;
+  for (const f of fields) {
+    f.name.copy(b, off);
+    off += f.name.length;
+    b[off++] = 0;
+    b.writeUInt32BE(f.tableOid, off);
+    b.writeInt16BE(f.attnum, off + 4);
+    b.writeUInt32BE(f.typeOid, off + 6);
+    b.writeInt16BE(f.typlen, off + 10);
+    b.writeInt32BE(f.typmod, off + 12);
+    b.writeInt16BE(f.format, off + 16);
+    off += 18;
+  }
+  return b;
+}
+
+/** A DataRow with the masked columns' values replaced; other columns copied as they are. */
+function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[]): Buffer {
+  const n = body.readInt16BE(0);
+  const parts: Buffer[] = [];
+  let off = 2;
+  let size = 2;
+  for (let i = 0; i < n; i++) {
+    const len = body.readInt32BE(off);
+    const start = off;
+    off += 4 + Math.max(len, 0);
+    const mask = columns[i];
+    if (!mask || len < 0) {
+      parts.push(body.subarray(start, off));
+      size += off - start;
+      continue;
+    }
+    const masked = mask.fn(body.toString('utf8', start + 4, off));
+    const header = Buffer.allocUnsafe(4);
+    if (masked === null) {
+      header.writeInt32BE(-1);
+      parts.push(header);
+      size += 4;
+    } else {
+      const v = Buffer.from(masked, 'utf8');
+      header.writeInt32BE(v.length);
+      parts.push(header, v);
+      size += 4 + v.length;
+    }
+  }
+  const head = Buffer.allocUnsafe(7);
+  head[0] = Back.DataRow;
+  head.writeInt32BE(size + 4, 1);
+  head.writeInt16BE(n, 5);
+  return Buffer.concat([head, ...parts], 5 + size);
+}
+
+/** Bind's result format codes with every masked column asked for as text. */
+function textForMasked(rest: Buffer, columns: readonly (ColumnMask | undefined)[]): Buffer {
+  const r = new Reader(rest);
+  const nParamFormats = r.int16();
+  r.bytes(nParamFormats * 2);
+  const nParams = r.int16();
+  for (let i = 0; i < nParams; i++) {
+    const len = r.int32();
+    if (len > 0) r.bytes(len);
+  }
+  const resultStart = r.offset;
+  const nResult = r.int16();
+  if (nResult === 0) return rest;
+  const codes: number[] = [];
+  for (let i = 0; i < nResult; i++) codes.push(r.int16());
+  if (!codes.some((c) => c !== 0)) return rest;
+  const per = nResult === 1 ? columns.map(() => codes[0]!) : codes;
+  const fixed = per.map((c, i) => (columns[i] ? 0 : c));
+  const tail = Buffer.allocUnsafe(2 + fixed.length * 2);
+  tail.writeInt16BE(fixed.length, 0);
+  fixed.forEach((c, i) => tail.writeInt16BE(c, 2 + i * 2));
+  return Buffer.concat([rest.subarray(0, resultStart), tail]);
 }
 
 /** Bind parameters as text for the audit record (binary ones as \x hex), each capped in length. */

@@ -1,5 +1,6 @@
 // What the session needs to know about a statement text before forwarding it. The analysis itself
 // (libpg-query + live catalog) lives in src/sql; this is the proxy's narrow view of it.
+import type { Access, Analysis } from '../sql/index.ts';
 
 export interface ScalpleSetting {
   /** `reason`, `on_behalf_of`, … (the part after `scalple.`). */
@@ -22,15 +23,23 @@ export interface StatementInfo {
   columns: string[];
   /** Set when the text is a `SET scalple.*` the proxy takes for itself (never forwarded). */
   setting?: ScalpleSetting;
-  /** Set when the statement must not be forwarded at all. */
+  /** Set when the statement must not be forwarded at all, whoever sends it. */
   refusal?: Refusal;
   /** The statement changes the schema: the catalog cache must be refreshed after it. */
   ddl: boolean;
+  /** `SET search_path` in a session the proxy follows (not behind a transaction pooler). */
+  searchPath?: string[];
+  /** The analysis behind this view, for the per-role policy decision. */
+  analysis?: Analysis;
+  access?: Access | null;
 }
 
 export interface StatementAnalyzer {
-  /** Sync on a cache hit; may be async the first time (catalog load). */
-  describe(sql: string): StatementInfo | Promise<StatementInfo>;
+  /** Sync on a cache hit; may be async (catalog load). */
+  describe(sql: string, searchPath: readonly string[]): StatementInfo | Promise<StatementInfo>;
   /** Called after a DDL statement completed. */
   schemaChanged(): void;
+  /** Catalog lookups for RowDescription's (table OID, attnum) cross-check. */
+  columnOf(tableOid: number, attnum: number): string | undefined;
+  close(): Promise<void>;
 }

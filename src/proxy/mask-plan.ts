@@ -1,0 +1,150 @@
+// The policy decision for one statement and one caller: refuse it (deny, statement kind, inference
+// through masked columns, anything the analysis cannot see into), or let it run with a mask plan
+// that says, per output column, which mask applies. Fail closed: an output that may carry a masked
+// column and is not a plain reference to it is fully redacted; anything unanalysable over masked
+// tables is refused.
+import type { Access, Analysis, StatementInfo as SqlStatement } from '../sql/index.ts';
+import { READ_ONLY_STATEMENTS, type EffectiveRole } from '../policy/policy.ts';
+import { describeMask, maskFunction, REDACTED, type MaskFn, type MaskSpec } from '../policy/masks.ts';
+import type { Refusal } from './statement-info.ts';
+
+export interface ColumnMask {
+  /** The mask applied, for the audit record: 'email', 'partial(keep_last=4)', 'redacted'. */
+  label: string;
+  fn: MaskFn;
+}
+
+export interface MaskPlan {
+  /** Mask per output column index; undefined entries pass through. */
+  columns: (ColumnMask | undefined)[];
+  /** Base column -> how it was masked, for the audit record. */
+  maskedFields: Record<string, string>;
+}
+
+export type PolicyDecision =
+  | { kind: 'allow'; plan?: MaskPlan; maskedFields?: Record<string, string> }
+  | { kind: 'refuse'; refusal: Refusal };
+
+/** Functions that run SQL text the analyser never sees, or reveal other sessions and values. */
+const OPAQUE_FUNCTIONS = new Set([
+  'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'table_to_xml', 'table_to_xml_and_xmlschema', 'table_to_xmlschema',
+  'cursor_to_xml', 'cursor_to_xmlschema', 'schema_to_xml', 'schema_to_xml_and_xmlschema', 'schema_to_xmlschema', 'database_to_xml',
+  'database_to_xml_and_xmlschema', 'database_to_xmlschema', 'dblink', 'dblink_exec', 'dblink_open', 'dblink_fetch', 'lo_import', 'lo_export',
+  'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_get_activity', 'pg_stat_statements', 'pg_get_backend_memory_contexts',
+]);
+
+/** Side effects a read-only caller must not reach, whatever PostgreSQL would allow. */
+const WRITE_FUNCTIONS = new Set([
+  'nextval', 'setval', 'set_config', 'pg_terminate_backend', 'pg_cancel_backend', 'pg_reload_conf', 'pg_rotate_logfile',
+  'lo_create', 'lo_creat', 'lo_unlink', 'lo_import', 'lo_export', 'lo_put', 'lo_from_bytea', 'lo_truncate', 'lowrite',
+  'pg_advisory_lock', 'pg_advisory_xact_lock', 'pg_try_advisory_lock', 'txid_current', 'pg_notify', 'pg_switch_wal', 'pg_create_restore_point',
+]);
+
+/** System views whose rows are other sessions' statements or samples of column values. */
+const REVEALING_RELATIONS = new Set([
+  'pg_catalog.pg_stats', 'pg_catalog.pg_stats_ext', 'pg_catalog.pg_stats_ext_exprs', 'pg_catalog.pg_stat_activity', 'public.pg_stat_statements',
+  'pg_catalog.pg_statistic', 'pg_catalog.pg_statistic_ext_data', 'pg_catalog.pg_prepared_statements', 'pg_catalog.pg_cursors',
+]);
+
+const REDACT: ColumnMask = { label: 'redacted', fn: () => REDACTED };
+
+function refuse(rule: string, message: string): PolicyDecision {
+  return { kind: 'refuse', refusal: { sqlstate: '42501', message, rule } };
+}
+
+function tableOf(column: string): string {
+  return column.split('.').slice(0, 2).join('.');
+}
+
+export function decide(analysis: Analysis, access: Access | null, role: EffectiveRole, maskKey: string): PolicyDecision {
+  if (!analysis.ok) {
+    // PostgreSQL will refuse the syntax; masked tables cannot be involved in a statement that never runs.
+    return { kind: 'allow' };
+  }
+  const statements = analysis.statements;
+  const hasPolicy = role.masked.size > 0 || role.denied.size > 0;
+  const allowedKinds = role.statements ?? (role.write ? undefined : new Set(READ_ONLY_STATEMENTS));
+
+  for (const st of statements) {
+    if (allowedKinds && !allowedKinds.has(st.kind) && !(st.transaction && allowedKinds.has('BEGIN'))) {
+      return refuse(`roles.${role.names.join('+')}.statements`, `${st.kind} is not allowed for your role (${role.names.join(', ') || 'default'}): ${role.write ? '' : 'read-only roles may run SELECT, EXPLAIN, SHOW, cursors and transaction control'}`.replace(/: $/, ''));
+    }
+    if (!role.write) {
+      const fn = st.functions.find((f) => WRITE_FUNCTIONS.has(f.name.toLowerCase()) || f.name.toLowerCase().startsWith('lo_'));
+      if (fn) return refuse('read_only.function', `${fn.name}() changes state and your role is read-only`);
+      if (st.transaction?.readOnly === false) return refuse('read_only.transaction', 'READ WRITE transactions are not allowed for your read-only role');
+      if (st.setting && /transaction_read_only|default_transaction_read_only|session characteristics/.test(st.setting.name ?? '')) return refuse('read_only.setting', 'your role is read-only: transaction read-only settings cannot be changed');
+    }
+  }
+  if (!hasPolicy || !access) return { kind: 'allow' };
+
+  // deny: refused outright when the statement would read the column or table.
+  for (const col of access.columns) {
+    const rule = role.denied.get(col) ?? role.denied.get(tableOf(col));
+    if (rule) return refuse(rule, `policy denies reading ${col} (${rule})`);
+  }
+  for (const t of access.tables) {
+    const rule = role.denied.get(t);
+    if (rule) return refuse(rule, `policy denies reading ${t} (${rule})`);
+  }
+  if (role.masked.size === 0) return { kind: 'allow' };
+
+  const maskedTables = new Set([...role.masked.keys()].map(tableOf));
+  const touchesMaskedTable = access.tables.some((t) => maskedTables.has(t));
+  for (const t of access.tables) {
+    if (REVEALING_RELATIONS.has(t)) return refuse('mask.system_view', `${t} can reveal masked values or other people's statements: not available to roles with masked columns`);
+  }
+  for (const st of statements) {
+    const fn = st.functions.find((f) => OPAQUE_FUNCTIONS.has(f.name.toLowerCase()));
+    if (fn) return refuse('mask.opaque_function', `${fn.name}() runs SQL the proxy cannot check against the masking policy`);
+  }
+  if (!touchesMaskedTable) return { kind: 'allow' };
+
+  const maskedRead = access.columns.filter((c) => role.masked.has(c));
+  if (statements.length !== 1) return refuse('mask.multi_statement', 'send statements that read masked columns one at a time');
+  const st = statements[0]!;
+  const sa = access.statements[0]!;
+  if (st.opaque) return refuse('mask.opaque', `${st.opaque} runs code the proxy cannot check against the masking policy`);
+  if (sa.unknownTables.length || sa.unresolved.length) return refuse('mask.unresolved', `cannot resolve ${[...sa.unknownTables, ...sa.unresolved].join(', ')} in a statement over masked tables`);
+  const userFunction = st.functions.find((f) => f.schema !== null && f.schema !== 'pg_catalog');
+  if (userFunction) return refuse('mask.user_function', `user-defined function ${userFunction.schema}.${userFunction.name}() over tables with masked columns`);
+  if (!maskedRead.length) return { kind: 'allow' };
+
+  // Inference: choosing, joining, grouping or ordering rows by a masked column answers questions
+  // about its value (WHERE ssn LIKE '1%').
+  const inferred = sa.filters.find((c) => role.masked.has(c));
+  if (inferred) return refuse('mask.inference', `${inferred} is masked for your role: it cannot be used to filter, join, group or order rows`);
+  const writesMasked = sa.columnsWritten.length > 0 || st.flows.length > 0;
+  if (writesMasked) return refuse('mask.copy_into', `statement copies or writes data derived from masked columns (${maskedRead.join(', ')})`);
+  if (st.command?.type === 'copy') return refuse('mask.copy', `COPY of masked columns (${maskedRead.join(', ')}) is not available to your role: use SELECT`);
+  if (st.command?.type === 'declare' || st.command?.type === 'fetch') return refuse('mask.cursor', 'cursors over masked columns are not available to your role: use SELECT');
+  if (!sa.outputs) return refuse('mask.no_lineage', `cannot tell which outputs carry masked columns (${maskedRead.join(', ')})`);
+
+  const columns: (ColumnMask | undefined)[] = [];
+  const maskedFields: Record<string, string> = {};
+  for (const out of sa.outputs) {
+    const hits = out.sources.filter((s) => role.masked.has(s));
+    if (!hits.length) {
+      columns.push(undefined);
+      continue;
+    }
+    if (out.plain && out.sources.length === 1) {
+      const spec = role.masked.get(hits[0]!)!;
+      columns.push({ label: describeMask(spec), fn: maskFunction(spec, maskKey) });
+      maskedFields[hits[0]!] = describeMask(spec);
+    } else {
+      columns.push(REDACT);
+      for (const h of hits) maskedFields[h] ??= 'redacted';
+    }
+  }
+  return { kind: 'allow', plan: { columns, maskedFields }, maskedFields };
+}
+
+/** The mask for a column PostgreSQL reports in RowDescription (table OID, attnum), if any. */
+export function maskForOrigin(column: string | undefined, role: EffectiveRole, maskKey: string): ColumnMask | undefined {
+  if (!column) return undefined;
+  const spec: MaskSpec | undefined = role.masked.get(column);
+  return spec ? { label: describeMask(spec), fn: maskFunction(spec, maskKey) } : undefined;
+}
+
+export type { SqlStatement };

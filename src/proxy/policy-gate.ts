@@ -1,0 +1,56 @@
+// The policy in force (reloaded on SIGHUP) and the per-role decisions it gives, cached per
+// statement text, role and catalog generation so the hot path is a Map lookup.
+import type { ScalpleConfig } from '../policy/config.ts';
+import { effectiveRole, parsePolicy, type EffectiveRole, type Policy } from '../policy/policy.ts';
+import type { Principal } from '../audit/record.ts';
+import { decide, type PolicyDecision } from './mask-plan.ts';
+import type { StatementInfo } from './statement-info.ts';
+
+export class PolicyGate {
+  private policy: Policy;
+  private generation = 0;
+  private readonly cache = new Map<string, { info: StatementInfo; decision: PolicyDecision }>();
+
+  constructor(config: ScalpleConfig) {
+    this.policy = parsePolicy(config.policy);
+  }
+
+  /** Replaces the policy (SIGHUP); a bad policy throws and the old one stays. */
+  reload(config: ScalpleConfig): void {
+    this.policy = parsePolicy(config.policy);
+    this.generation++;
+    this.cache.clear();
+  }
+
+  get enforce(): boolean {
+    return this.policy.enforce;
+  }
+
+  get maskKey(): string {
+    return this.policy.maskKey;
+  }
+
+  get current(): Policy {
+    return this.policy;
+  }
+
+  roleFor(principal: Principal): EffectiveRole | { refused: string } {
+    return effectiveRole(this.policy, principal);
+  }
+
+  /** Role identity for caching: the merged role depends only on the role names and the policy. */
+  roleKey(role: EffectiveRole): string {
+    return `${this.generation}:${role.names.join('+')}`;
+  }
+
+  decide(info: StatementInfo, role: EffectiveRole, roleKey: string): PolicyDecision {
+    if (!info.analysis) return { kind: 'allow' };
+    const key = `${roleKey}\u0000${info.analysis.sql}`;
+    const hit = this.cache.get(key);
+    if (hit && hit.info === info) return hit.decision;
+    const decision = decide(info.analysis, info.access ?? null, role, this.policy.maskKey);
+    if (this.cache.size >= 10_000) this.cache.delete(this.cache.keys().next().value as string);
+    this.cache.set(key, { info, decision });
+    return decision;
+  }
+}

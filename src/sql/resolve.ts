@@ -1,0 +1,819 @@
+// Resolves an Analysis against a catalog snapshot and a search_path: which tables and which
+// schema.table.column values a statement reads or writes, with `*`, `t.*`, whole-row references
+// and views expanded, and — the start of column lineage — which base columns flow into each
+// output column of the statement's result. Cached per (text, catalog snapshot, search_path): a
+// repeated execution costs a few Map lookups.
+//
+// Sources are reported as closures: a view column lists itself and every column (of views and
+// base tables, recursively) its value comes from.
+import type { Analysis, AnalysisOk, StatementInfo, FromItem, QueryScope, ColumnRefInfo } from './analyse.ts';
+import { analyse, parseSearchPath } from './analyse.ts';
+import { Catalog, CatalogSnapshot, DEFAULT_SEARCH_PATH } from './catalog.ts';
+import type { CatalogRelation, EffectivePath } from './catalog.ts';
+import { ScalpleError } from '../errors.ts';
+
+/** search_path as a list of entries (`['$user', 'public']`) or in its text form (`"$user", public`). */
+export type SearchPathInput = readonly string[] | string;
+
+export interface OutputLineage {
+  readonly name: string;
+  /** schema.table.column values that flow into this output (closure through views). */
+  readonly sources: readonly string[];
+  /** A bare column reference (no function, operator, cast, aggregate or subquery in between). */
+  readonly plain: boolean;
+}
+
+export interface StatementAccess {
+  readonly kind: string;
+  readonly tables: readonly string[];
+  readonly columns: readonly string[];
+  readonly tablesWritten: readonly string[];
+  readonly columnsWritten: readonly string[];
+  /** Relations not in the catalog (created in the same transaction, or misspelt), schema from search_path. */
+  readonly unknownTables: readonly string[];
+  /** Column references that matched nothing, as written. */
+  readonly unresolved: readonly string[];
+  /** Columns read to choose, join, group or order rows, rather than returned or copied. */
+  readonly filters: readonly string[];
+  /** Lineage of the result columns (SELECT list, RETURNING, COPY (query), cursor and EXPLAIN queries), or null. */
+  readonly outputs: readonly OutputLineage[] | null;
+  /** Values copied into table columns (INSERT … SELECT/VALUES, UPDATE SET, MERGE, CREATE TABLE AS / SELECT INTO). */
+  readonly flows: readonly ColumnFlow[];
+}
+
+export interface ColumnFlow {
+  /** schema.table.column written ('schema.table.*' when the target's columns are unknown). */
+  readonly target: string;
+  /** schema.table.column values that flow into it. */
+  readonly sources: readonly string[];
+}
+
+export interface Access {
+  /** schema.table read or written: views, and the tables they read, all listed. Sorted, unique. */
+  readonly tables: readonly string[];
+  /** schema.table.column read or written. Sorted, unique. */
+  readonly columns: readonly string[];
+  readonly tablesWritten: readonly string[];
+  readonly columnsWritten: readonly string[];
+  readonly unknownTables: readonly string[];
+  readonly unresolved: readonly string[];
+  readonly statements: readonly StatementAccess[];
+}
+
+export interface ViewLineage {
+  /** View column -> the columns its value comes from (closure, the view column itself excluded). */
+  readonly columns: ReadonlyMap<string, readonly string[]>;
+  /** Columns the view reads to choose, join, group or order rows (closure). */
+  readonly filters: readonly string[];
+  /** Relations the view reads (closure). */
+  readonly tables: readonly string[];
+  /** View columns that are a bare reference to one underlying column (no function, cast, operator…), recursively. */
+  readonly plainColumns: ReadonlySet<string>;
+  /** false when the definition could not be analysed and pg_depend was used: every column then depends on everything the view reads. */
+  readonly exact: boolean;
+}
+
+const EMPTY: readonly string[] = Object.freeze([]);
+const EMPTY_ACCESS: Access = Object.freeze({
+  tables: EMPTY,
+  columns: EMPTY,
+  tablesWritten: EMPTY,
+  columnsWritten: EMPTY,
+  unknownTables: EMPTY,
+  unresolved: EMPTY,
+  statements: Object.freeze([]),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Public entry points
+// ---------------------------------------------------------------------------------------------
+
+const accessCache = new WeakMap<AnalysisOk, Map<string, Access>>();
+const pathTextCache = new Map<string, readonly string[]>();
+
+function pathEntries(searchPath: SearchPathInput): readonly string[] {
+  if (typeof searchPath !== 'string') return searchPath;
+  let p = pathTextCache.get(searchPath);
+  if (!p) {
+    p = Object.freeze(parseSearchPath(searchPath));
+    if (pathTextCache.size > 256) pathTextCache.clear();
+    pathTextCache.set(searchPath, p);
+  }
+  return p;
+}
+
+function snapshotOf(catalog: Catalog | CatalogSnapshot): CatalogSnapshot {
+  if (catalog instanceof CatalogSnapshot) return catalog;
+  const s = catalog.current;
+  if (!s) throw new ScalpleError('INTERNAL', 'the catalog is not loaded yet: await catalog.ready() first');
+  return s;
+}
+
+/**
+ * Tables and columns `analysis` reads and writes, resolved against `catalog` (a Catalog: its
+ * current snapshot; await `catalog.ready()` first when it may be stale) with `searchPath` in
+ * effect. Cached per (analysis, snapshot, search_path). A parse failure gives empty lists.
+ */
+export function resolveAccess(analysis: Analysis, catalog: Catalog | CatalogSnapshot, searchPath: SearchPathInput = DEFAULT_SEARCH_PATH): Access {
+  if (!analysis.ok) return EMPTY_ACCESS;
+  const snap = snapshotOf(catalog);
+  const entries = pathEntries(searchPath);
+  const key = `${snap.uid}|${typeof searchPath === 'string' ? searchPath : entries.join(',')}`;
+  let perText = accessCache.get(analysis);
+  if (!perText) {
+    perText = new Map();
+    accessCache.set(analysis, perText);
+  }
+  const hit = perText.get(key);
+  if (hit) return hit;
+  const access = computeAccess(analysis, snap, snap.effectivePath(entries));
+  if (perText.size >= 16) perText.clear();
+  perText.set(key, access);
+  return access;
+}
+
+function computeAccess(analysis: AnalysisOk, snap: CatalogSnapshot, path: EffectivePath): Access {
+  const memo = memoFor(snap);
+  const statements: StatementAccess[] = [];
+  const all = { tables: new Set<string>(), columns: new Set<string>(), tw: new Set<string>(), cw: new Set<string>(), unknown: new Set<string>(), unresolved: new Set<string>() };
+  for (const st of analysis.statements) {
+    const r = new StatementResolver(st, snap, memo, path);
+    let outputs: OutputLineage[] | null;
+    let flows: ColumnFlow[];
+    try {
+      r.run();
+      outputs = st.root !== null ? r.outputs(st.root).map((o) => Object.freeze({ name: o.name, sources: sorted(o.src), plain: o.plain })) : null;
+      flows = r.flows();
+    } catch (err) {
+      // An analyser bug must not pass as "reads nothing": the caller refuses the statement.
+      throw new ScalpleError('INTERNAL', `could not resolve the tables and columns of a ${st.kind} statement: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+    }
+    const sa: StatementAccess = Object.freeze({
+      kind: st.kind,
+      tables: sorted(r.tables),
+      columns: sorted(union(r.read, r.written)),
+      tablesWritten: sorted(r.tablesWritten),
+      columnsWritten: sorted(r.written),
+      unknownTables: sorted(r.unknownTables),
+      unresolved: sorted(r.unresolved),
+      filters: sorted(r.filters),
+      outputs: outputs ? Object.freeze(outputs) : null,
+      flows: Object.freeze(flows),
+    });
+    statements.push(sa);
+    for (const t of sa.tables) all.tables.add(t);
+    for (const c of sa.columns) all.columns.add(c);
+    for (const t of sa.tablesWritten) all.tw.add(t);
+    for (const c of sa.columnsWritten) all.cw.add(c);
+    for (const t of sa.unknownTables) all.unknown.add(t);
+    for (const u of sa.unresolved) all.unresolved.add(u);
+  }
+  return Object.freeze({
+    tables: sorted(all.tables),
+    columns: sorted(all.columns),
+    tablesWritten: sorted(all.tw),
+    columnsWritten: sorted(all.cw),
+    unknownTables: sorted(all.unknown),
+    unresolved: sorted(all.unresolved),
+    statements: Object.freeze(statements),
+  });
+}
+
+/** Per-column lineage of a view or materialized view (computed once per snapshot). */
+export function viewLineage(catalog: Catalog | CatalogSnapshot, rel: CatalogRelation): ViewLineage {
+  const snap = snapshotOf(catalog);
+  return lineageOfView(snap, memoFor(snap), rel);
+}
+
+/** The columns a relation's column reads: itself, plus for views every column behind it. */
+export function columnSources(catalog: Catalog | CatalogSnapshot, rel: CatalogRelation, column: string): readonly string[] {
+  const snap = snapshotOf(catalog);
+  return colSrc(snap, memoFor(snap), rel, column);
+}
+
+function sorted(s: Iterable<string>): readonly string[] {
+  return Object.freeze([...s].sort());
+}
+
+function union(a: Iterable<string>, b: Iterable<string>): Set<string> {
+  const s = new Set(a);
+  for (const x of b) s.add(x);
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-snapshot memo: column sources and view lineage
+// ---------------------------------------------------------------------------------------------
+
+interface Memo {
+  readonly colSrc: Map<CatalogRelation, Map<string, readonly string[]>>;
+  readonly views: Map<CatalogRelation, ViewLineage | null>; // null: being computed
+}
+
+const memos = new WeakMap<CatalogSnapshot, Memo>();
+
+function memoFor(snap: CatalogSnapshot): Memo {
+  let m = memos.get(snap);
+  if (!m) {
+    m = { colSrc: new Map(), views: new Map() };
+    memos.set(snap, m);
+  }
+  return m;
+}
+
+function isViewLike(rel: CatalogRelation): boolean {
+  return rel.relkind === 'v' || rel.relkind === 'm';
+}
+
+function colPlain(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation, column: string): boolean {
+  return isViewLike(rel) ? lineageOfView(snap, memo, rel).plainColumns.has(column) : true;
+}
+
+function colSrc(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation, column: string): readonly string[] {
+  let perRel = memo.colSrc.get(rel);
+  if (!perRel) {
+    perRel = new Map();
+    memo.colSrc.set(rel, perRel);
+  }
+  const hit = perRel.get(column);
+  if (hit) return hit;
+  const own = `${snap.qualifiedName(rel)}.${column}`;
+  let result: readonly string[] = [own];
+  if (isViewLike(rel)) {
+    const vl = lineageOfView(snap, memo, rel);
+    const behind = vl.columns.get(column);
+    if (behind?.length) result = [own, ...behind];
+  }
+  result = Object.freeze(result);
+  perRel.set(column, result);
+  return result;
+}
+
+function lineageOfView(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation): ViewLineage {
+  const known = memo.views.get(rel);
+  if (known) return known;
+  if (known === null) return dependLineage(snap, memo, rel, false); // a cycle: should not happen in PostgreSQL
+  memo.views.set(rel, null);
+  let result: ViewLineage;
+  try {
+    result = parsedLineage(snap, memo, rel) ?? dependLineage(snap, memo, rel, true);
+  } catch {
+    result = dependLineage(snap, memo, rel, true);
+  }
+  memo.views.set(rel, result);
+  return result;
+}
+
+/** Lineage from the view's definition, analysed with the real parser and resolved like any query. */
+function parsedLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation): ViewLineage | undefined {
+  if (!rel.definition) return undefined;
+  const a = analyse(rel.definition);
+  if (!a.ok || a.statements.length !== 1) return undefined;
+  const st = a.statements[0];
+  if (!st || st.root === null) return undefined;
+  // pg_get_viewdef() qualifies exactly the names the loading session's search path would not find.
+  const path = snap.effectivePath(snap.loadSearchPath.length ? snap.loadSearchPath : DEFAULT_SEARCH_PATH);
+  const r = new StatementResolver(st, snap, memo, path);
+  r.run();
+  const outs = r.outputs(st.root);
+  if (outs.length !== rel.columns.length || r.unresolved.size > 0 || r.unknownTables.size > 0) return undefined;
+  const columns = new Map<string, readonly string[]>();
+  const plainColumns = new Set<string>();
+  const covered = new Set<string>();
+  rel.columns.forEach((c, i) => {
+    const out = outs[i];
+    const src = out?.src ?? new Set<string>();
+    columns.set(c.name, Object.freeze([...src].sort()));
+    if (out?.plain) plainColumns.add(c.name);
+    for (const s of src) covered.add(s);
+  });
+  const filters = new Set(r.filters);
+  // Cross-check with pg_depend: whatever the database says the view reads and the lineage does not
+  // place in an output is counted as read to choose rows (conservative).
+  for (const s of dependColumns(snap, memo, rel)) if (!covered.has(s)) filters.add(s);
+  const tables = new Set(r.tables);
+  for (const t of dependTables(snap, memo, rel)) tables.add(t);
+  return Object.freeze({ columns, plainColumns, filters: sorted(filters), tables: sorted(tables), exact: true });
+}
+
+function dependColumns(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation): Set<string> {
+  const out = new Set<string>();
+  for (const d of rel.dependsOn) {
+    if (d.attnum <= 0) continue;
+    const hit = snap.columnByAttnum(d.oid, d.attnum);
+    if (hit) for (const s of colSrc(snap, memo, hit.relation, hit.column.name)) out.add(s);
+  }
+  return out;
+}
+
+function dependTables(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation): Set<string> {
+  const out = new Set<string>();
+  for (const d of rel.dependsOn) {
+    const r = snap.relationByOid(d.oid);
+    if (!r) continue;
+    out.add(snap.qualifiedName(r));
+    if (isViewLike(r)) for (const t of lineageOfView(snap, memo, r).tables) out.add(t);
+  }
+  return out;
+}
+
+/** Conservative lineage from pg_depend only: every view column may carry anything the view reads. */
+function dependLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation, recurse: boolean): ViewLineage {
+  const cols = recurse ? dependColumns(snap, memo, rel) : new Set<string>();
+  const all = Object.freeze([...cols].sort());
+  const columns = new Map<string, readonly string[]>();
+  for (const c of rel.columns) columns.set(c.name, all);
+  const tables = recurse ? dependTables(snap, memo, rel) : new Set<string>();
+  return Object.freeze({ columns, plainColumns: new Set<string>(), filters: all, tables: sorted(tables), exact: false });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution of one statement
+// ---------------------------------------------------------------------------------------------
+
+interface RCol {
+  readonly name: string;
+  readonly src: readonly string[];
+  /** The value is a column's value as stored (through plain view columns too), not a transformation. */
+  readonly plain: boolean;
+  /** Stands for unknown columns (`(f(x)).*`, a function in FROM without a column list): matches any name nothing else matches. */
+  readonly wildcard?: boolean;
+}
+
+/** Columns named `name`; failing that, the wildcard columns. */
+function matchCols(cols: readonly RCol[], name: string): RCol[] {
+  const exact = cols.filter((c) => c.name === name);
+  return exact.length ? exact : cols.filter((c) => c.wildcard === true);
+}
+
+interface Resolved {
+  readonly src: readonly string[];
+  readonly plain: boolean;
+}
+
+const NOTHING: Resolved = Object.freeze({ src: EMPTY, plain: true });
+
+/** System columns every table has (not in the catalog's attnum > 0 columns). */
+const SYSTEM_COLUMNS = new Set(['ctid', 'xmin', 'xmax', 'cmin', 'cmax', 'tableoid']);
+
+/** A name visible in a query block's FROM clause. */
+interface Range {
+  /** Name it is qualified by: alias, or relation / CTE / function name. */
+  readonly qual: string | null;
+  /** Schemas that may qualify it (unaliased relations only). */
+  readonly schemas: readonly string[] | null;
+  /** null: columns unknown (relation missing from the catalog, function without a column list). */
+  readonly cols: readonly RCol[] | null;
+  /** For a relation missing from the catalog: 'schema.table'. */
+  readonly unknownPrefix: string | null;
+  /** false for the members of an aliased join (hidden behind the join's alias). */
+  readonly visible: boolean;
+}
+
+interface ScopeRanges {
+  readonly flat: readonly Range[];
+  /** What `*` expands to, in PostgreSQL's order (USING/NATURAL columns merged). */
+  readonly star: readonly RCol[];
+}
+
+interface ROut {
+  readonly name: string;
+  readonly src: ReadonlySet<string>;
+  readonly plain: boolean;
+  readonly wildcard?: boolean;
+}
+
+interface RelRes {
+  readonly rel: CatalogRelation | undefined;
+  readonly display: string;
+}
+
+class StatementResolver {
+  readonly tables = new Set<string>();
+  readonly tablesWritten = new Set<string>();
+  readonly read = new Set<string>();
+  readonly written = new Set<string>();
+  readonly filters = new Set<string>();
+  readonly unknownTables = new Set<string>();
+  readonly unresolved = new Set<string>();
+  private readonly rels: RelRes[];
+  private readonly rangeCache: (ScopeRanges | undefined)[] = [];
+  private readonly outCache: (ROut[] | undefined)[] = [];
+  private readonly inProgress = new Set<number>();
+  private readonly provisional = new Map<number, ROut[]>();
+  private readonly recursiveBodies = new Set<number>();
+
+  constructor(
+    private readonly st: StatementInfo,
+    private readonly snap: CatalogSnapshot,
+    private readonly memo: Memo,
+    private readonly path: EffectivePath,
+  ) {
+    this.rels = st.relations.map((r) => {
+      const kind = r.scope === null ? 'utility' : st.scopes[r.scope]?.kind;
+      // A DDL target (DROP VIEW v, ALTER VIEW v…) acts on the view itself, not on what it reads.
+      const expand = !(r.access === 'write' && (kind === 'utility' || kind === undefined));
+      return this.resolveRelation(r.schema, r.name, r.access, r.temp, expand);
+    });
+    for (const c of st.ctes) if (c.recursive && c.scope >= 0) this.recursiveBodies.add(c.scope);
+  }
+
+  private resolveRelation(schema: string | null, name: string, access: 'read' | 'write', temp: boolean, expand: boolean): RelRes {
+    const rel = this.snap.lookup(schema, name, this.path);
+    if (rel) {
+      const q = this.snap.qualifiedName(rel);
+      this.tables.add(q);
+      if (access === 'write') this.tablesWritten.add(q);
+      if (expand && isViewLike(rel)) {
+        const vl = lineageOfView(this.snap, this.memo, rel);
+        for (const t of vl.tables) {
+          this.tables.add(t);
+          if (access === 'write' && rel.relkind === 'v') this.tablesWritten.add(t); // DML through an updatable view
+        }
+        for (const f of vl.filters) {
+          this.read.add(f);
+          this.filters.add(f);
+        }
+      }
+      return { rel, display: q };
+    }
+    const s = temp || schema === 'pg_temp' ? 'pg_temp' : (schema ?? this.path.creation);
+    const display = `${s}.${name}`;
+    this.tables.add(display);
+    this.unknownTables.add(display);
+    if (access === 'write') this.tablesWritten.add(display);
+    return { rel: undefined, display };
+  }
+
+  private scope(id: number): QueryScope {
+    const s = this.st.scopes[id];
+    if (!s) throw new Error(`internal: no scope ${id}`);
+    return s;
+  }
+
+  run(): void {
+    const outputRefs = new Set<number>();
+    const flowRefs = new Set<number>();
+    for (const s of this.st.scopes) for (const o of s.outputs) for (const r of o.refs) outputRefs.add(r);
+    for (const f of this.st.flows) if ('refs' in f.source) for (const r of f.source.refs) flowRefs.add(r);
+    // Build every block's ranges (USING / NATURAL join columns are read there).
+    for (let i = 0; i < this.st.scopes.length; i++) this.ranges(i);
+    this.st.columns.forEach((ref, i) => {
+      if (outputRefs.has(i) && this.scope(ref.scope).existsOnly) return; // EXISTS (SELECT * …) reads no column
+      const { src } = this.resolveRef(ref);
+      const filter = !outputRefs.has(i) && !flowRefs.has(i);
+      for (const s of src) {
+        this.read.add(s);
+        if (filter) this.filters.add(s);
+      }
+    });
+    for (const ca of this.st.columnAccess) {
+      const rr = this.rels[ca.relation];
+      if (!rr) continue;
+      const target = ca.access === 'write' ? this.written : this.read;
+      if (rr.rel) {
+        const names = ca.columns ?? rr.rel.columns.map((c) => c.name);
+        for (const n of names) for (const s of colSrc(this.snap, this.memo, rr.rel, n)) target.add(s);
+      } else {
+        for (const n of ca.columns ?? ['*']) target.add(`${rr.display}.${n}`);
+      }
+    }
+  }
+
+  /** Columns written from other values, with where the values come from. */
+  flows(): ColumnFlow[] {
+    const out: ColumnFlow[] = [];
+    for (const f of this.st.flows) {
+      const rr = this.rels[f.relation];
+      if (!rr) continue;
+      const targets = f.columns ?? (rr.rel ? rr.rel.columns.map((c) => c.name) : null);
+      let sources: ReadonlySet<string>[];
+      if ('scope' in f.source) sources = this.outputs(f.source.scope).map((o) => o.src);
+      else {
+        const src = new Set<string>();
+        for (const i of f.source.refs) {
+          const ref = this.st.columns[i];
+          if (ref) for (const x of this.resolveRef(ref).src) src.add(x);
+        }
+        for (const sub of f.source.scopes) for (const o of this.outputs(sub)) for (const x of o.src) src.add(x);
+        sources = [src];
+      }
+      if (targets === null) {
+        const all = new Set<string>();
+        for (const s of sources) for (const x of s) all.add(x);
+        if (all.size) out.push(Object.freeze({ target: `${rr.display}.*`, sources: sorted(all) }));
+        continue;
+      }
+      targets.forEach((t, i) => {
+        const src = 'scope' in f.source ? sources[i] : sources[0];
+        if (src?.size) out.push(Object.freeze({ target: `${rr.display}.${t}`, sources: sorted(src) }));
+      });
+    }
+    return out;
+  }
+
+  // --- FROM items ---
+
+  private ranges(id: number): ScopeRanges {
+    const cached = this.rangeCache[id];
+    if (cached) return cached;
+    const flat: Range[] = [];
+    const star: RCol[] = [];
+    for (const item of this.scope(id).from) star.push(...this.itemRanges(item, flat, true));
+    const res: ScopeRanges = { flat, star };
+    this.rangeCache[id] = res;
+    return res;
+  }
+
+  /** Adds the ranges of a FROM item to `out`; returns its `*` expansion. */
+  private itemRanges(item: FromItem, out: Range[], visible: boolean): RCol[] {
+    switch (item.type) {
+      case 'relation': {
+        const rr = this.rels[item.relation];
+        const ref = this.st.relations[item.relation];
+        if (!rr || !ref) return [];
+        const schemas = item.alias ? null : [ref.schema ?? '', rr.rel ? rr.rel.schema : '', rr.display.slice(0, rr.display.lastIndexOf('.'))];
+        if (rr.rel) {
+          const rel = rr.rel;
+          const cols = rel.columns.map((c, i) => ({
+            name: item.columnAliases?.[i] ?? c.name,
+            src: colSrc(this.snap, this.memo, rel, c.name),
+            plain: colPlain(this.snap, this.memo, rel, c.name),
+          }));
+          out.push({ qual: item.alias ?? ref.name, schemas, cols, unknownPrefix: null, visible });
+          return cols;
+        }
+        out.push({ qual: item.alias ?? ref.name, schemas, cols: null, unknownPrefix: rr.display, visible });
+        return [{ name: '*', src: [`${rr.display}.*`], plain: true }];
+      }
+      case 'cte': {
+        const def = this.st.ctes[item.cte];
+        if (!def) return [];
+        let cols = toCols(def.scope >= 0 ? this.outputs(def.scope) : []);
+        cols = rename(rename(cols, def.columnAliases), item.columnAliases);
+        out.push({ qual: item.alias ?? def.name, schemas: null, cols, unknownPrefix: null, visible });
+        return cols;
+      }
+      case 'subquery': {
+        const cols = rename(toCols(this.outputs(item.scope)), item.columnAliases);
+        out.push({ qual: item.alias, schemas: null, cols, unknownPrefix: null, visible });
+        return cols;
+      }
+      case 'function': {
+        const qual = item.alias ?? (item.functions.length === 1 ? (item.functions[0] ?? null) : null);
+        const cols = item.columnAliases ? item.columnAliases.map((n) => ({ name: n, src: EMPTY, plain: true })) : null;
+        out.push({ qual, schemas: null, cols, unknownPrefix: null, visible });
+        return cols ?? [{ name: qual ?? '?column?', src: EMPTY, plain: true, wildcard: true }];
+      }
+      case 'join': {
+        const inner = visible && item.alias === null;
+        const left: Range[] = [];
+        const right: Range[] = [];
+        const lstar = this.itemRanges(item.left, left, inner);
+        const rstar = this.itemRanges(item.right, right, inner);
+        out.push(...left, ...right);
+        let merged: string[] = [...item.using];
+        if (item.natural) {
+          const rnames = new Set(rstar.map((c) => c.name));
+          merged = lstar.map((c) => c.name).filter((n) => rnames.has(n));
+        }
+        const star: RCol[] = [];
+        const mergedSet = new Set(merged);
+        for (const name of merged) {
+          const src = new Set<string>();
+          for (const c of [...lstar, ...rstar]) if (c.name === name) for (const s of c.src) src.add(s);
+          for (const r of [...left, ...right]) if (r.cols === null && r.unknownPrefix) src.add(`${r.unknownPrefix}.${name}`);
+          for (const s of src) {
+            this.read.add(s);
+            this.filters.add(s);
+          }
+          const plain = [...lstar, ...rstar].every((c) => c.name !== name || c.plain);
+          star.push({ name, src: [...src], plain });
+        }
+        for (const c of [...lstar, ...rstar]) if (!mergedSet.has(c.name)) star.push(c);
+        if (item.alias !== null) {
+          const unknown = [...left, ...right].find((r) => r.cols === null && r.unknownPrefix !== null);
+          out.push({ qual: item.alias, schemas: null, cols: unknown ? null : star, unknownPrefix: unknown?.unknownPrefix ?? null, visible });
+        }
+        return star;
+      }
+    }
+  }
+
+  // --- outputs ---
+
+  /** Result columns of a block, with the columns their values come from. */
+  outputs(id: number): ROut[] {
+    const cached = this.outCache[id];
+    if (cached) return cached;
+    if (this.inProgress.has(id)) return this.provisional.get(id) ?? [];
+    this.inProgress.add(id);
+    let res: ROut[];
+    try {
+      const s = this.scope(id);
+      if (this.recursiveBodies.has(id) && s.setOp) {
+        // WITH RECURSIVE: the body reads its own output. Iterate to a fixpoint (sources only grow),
+        // starting from the non-recursive term.
+        let prov = this.outputs(s.setOp.left);
+        for (let iter = 0; iter < 16; iter++) {
+          this.provisional.set(id, prov);
+          this.forgetNested(id);
+          const next = this.computeOutputs(s);
+          const grown = size(next) !== size(prov);
+          prov = next;
+          if (!grown) break;
+        }
+        res = prov;
+      } else res = this.computeOutputs(s);
+    } finally {
+      this.inProgress.delete(id);
+    }
+    this.outCache[id] = res;
+    return res;
+  }
+
+  private forgetNested(id: number): void {
+    const end = this.scope(id).end;
+    for (let i = id + 1; i < end; i++) {
+      this.outCache[i] = undefined;
+      this.rangeCache[i] = undefined;
+    }
+  }
+
+  private computeOutputs(s: QueryScope): ROut[] {
+    if (s.setOp) {
+      const l = this.outputs(s.setOp.left);
+      const r = this.outputs(s.setOp.right);
+      return l.map((c, i) => {
+        const other = r[i];
+        return { name: c.name, src: other ? union(c.src, other.src) : c.src, plain: c.plain && (other?.plain ?? true) };
+      });
+    }
+    const res: ROut[] = [];
+    for (const o of s.outputs) {
+      if (o.star) {
+        for (const c of this.starCols(o.star.qualifier, s.id)) res.push({ name: c.name, src: new Set(c.src), plain: c.plain, wildcard: c.wildcard });
+        continue;
+      }
+      const src = new Set<string>();
+      let plain = o.plain;
+      for (const r of o.refs) {
+        const ref = this.st.columns[r];
+        if (!ref) continue;
+        const got = this.resolveRef(ref);
+        for (const x of got.src) src.add(x);
+        plain &&= got.plain;
+      }
+      for (const sub of o.scopes) for (const c of this.outputs(sub)) for (const x of c.src) src.add(x);
+      res.push(o.composite ? { name: '?column?', src, plain: false, wildcard: true } : { name: o.name ?? '?column?', src, plain });
+    }
+    return res;
+  }
+
+  private starCols(qualifier: readonly string[], scope: number): readonly RCol[] {
+    if (qualifier.length === 0) return this.ranges(scope).star;
+    const r = this.findRange(qualifier, scope);
+    if (!r) {
+      this.unresolved.add(`${qualifier.join('.')}.*`);
+      return [];
+    }
+    return rangeCols(r);
+  }
+
+  // --- column references ---
+
+  private resolveRef(ref: ColumnRefInfo): Resolved {
+    const { qualifier, name, scope } = ref;
+    if (ref.form === 'star') return colsResolved(this.starCols(qualifier, scope));
+    if (qualifier.length === 0) {
+      const col = this.lookupColumn(name, scope, false);
+      if (ref.outputAlias) {
+        // ORDER BY / GROUP BY / DISTINCT ON: a bare name may be an output column (PostgreSQL picks
+        // per clause); count both readings.
+        const out = this.outputs(scope).find((o) => o.name === name);
+        if (out) return { src: [...(col?.src ?? []), ...out.src], plain: false };
+      }
+      if (col) return col;
+      // Not a known column: a whole-row reference, or a field of a composite value (both, if both fit).
+      const whole = this.findRange([name], scope);
+      const field = this.lookupColumn(name, scope, true);
+      if (whole) return field ? { src: [...wholeRow(whole).src, ...field.src], plain: false } : wholeRow(whole);
+      if (field) return field;
+      if (SYSTEM_COLUMNS.has(name)) return NOTHING;
+      this.unresolved.add(name);
+      return NOTHING;
+    }
+    if (ref.form === 'row' && name === '*') {
+      const r = this.findRange(qualifier, scope);
+      if (r) return wholeRow(r);
+      this.unresolved.add(`${qualifier.join('.')}.*`);
+      return NOTHING;
+    }
+    const r = this.findRange(qualifier, scope);
+    if (r) {
+      if (r.cols) {
+        const c = matchCols(r.cols, name);
+        if (c.length) return colsResolved(c);
+      } else if (r.unknownPrefix) return { src: [`${r.unknownPrefix}.${name}`], plain: true };
+      else return NOTHING; // a column of a function without a column list
+    }
+    // `c.field` where c is a composite column, or `t.c.field`: the whole column is read.
+    if (qualifier.length > 1) {
+      const outer = this.findRange(qualifier.slice(0, -1), scope);
+      const colName = qualifier[qualifier.length - 1] ?? '';
+      const c = outer?.cols ? matchCols(outer.cols, colName) : undefined;
+      if (c?.length) return { src: c.flatMap((x) => x.src), plain: false };
+    } else {
+      const col = this.lookupColumn(qualifier[0] ?? '', scope);
+      if (col) return { src: col.src, plain: false };
+    }
+    if (SYSTEM_COLUMNS.has(name) && (r || qualifier.length === 1)) return NOTHING; // ctid, xmin… carry no user data
+    this.unresolved.add([...qualifier, name].join('.'));
+    return NOTHING;
+  }
+
+  /**
+   * An unqualified column: the innermost block with a FROM item that has it wins; several items
+   * with it at that level (USING columns, or an ambiguity PostgreSQL would reject) all count.
+   * Relations missing from the catalog may have any column: they count when nothing else matches
+   * at that level. Unknown fields of composite values (`(f(x)).*`, functions in FROM without a
+   * column list) may hold the name too: their sources are added, and the search goes on outward.
+   */
+  private lookupColumn(name: string, scope: number, compositeFallback = true): Resolved | undefined {
+    const tentative: string[] = [];
+    let composite = false;
+    for (let s: number | null = scope; s !== null; s = this.scope(s).parent) {
+      const found: RCol[] = [];
+      const unknown: string[] = [];
+      let sourceless = false;
+      for (const r of this.ranges(s).flat) {
+        if (!r.visible) continue;
+        if (r.cols) {
+          for (const c of r.cols) {
+            if (c.name === name) {
+              if (c.src.length) found.push(c);
+              else sourceless = true; // a function's or constant's column: carries no table data
+            } else if (c.wildcard) {
+              composite = true;
+              tentative.push(...c.src);
+            }
+          }
+        } else if (r.unknownPrefix) unknown.push(`${r.unknownPrefix}.${name}`);
+        else if (r.qual === name) sourceless = true; // scalar function in FROM, named by its alias
+        else composite = true;
+      }
+      if (found.length) {
+        const got = colsResolved(found);
+        return tentative.length ? { src: [...got.src, ...tentative], plain: false } : got;
+      }
+      if (sourceless) return tentative.length ? { src: tentative, plain: false } : NOTHING;
+      if (unknown.length) return { src: [...unknown, ...tentative], plain: tentative.length === 0 };
+    }
+    if (composite && compositeFallback) return tentative.length ? { src: tentative, plain: false } : NOTHING;
+    return undefined;
+  }
+
+  private findRange(qualifier: readonly string[], scope: number): Range | undefined {
+    const relName = qualifier[qualifier.length - 1];
+    const schema = qualifier.length >= 2 ? qualifier[qualifier.length - 2] : undefined;
+    for (let s: number | null = scope; s !== null; s = this.scope(s).parent) {
+      for (const r of this.ranges(s).flat) {
+        if (!r.visible || r.qual !== relName) continue;
+        if (schema !== undefined && !(r.schemas?.includes(schema) ?? false)) continue;
+        return r;
+      }
+    }
+    return undefined;
+  }
+}
+
+function rangeCols(r: Range): readonly RCol[] {
+  if (r.cols) return r.cols;
+  if (r.unknownPrefix) return [{ name: '*', src: [`${r.unknownPrefix}.*`], plain: true }];
+  return [{ name: r.qual ?? '?column?', src: EMPTY, plain: true, wildcard: true }];
+}
+
+function colsResolved(cols: readonly RCol[]): Resolved {
+  if (cols.length === 1 && cols[0]) return cols[0];
+  return { src: cols.flatMap((c) => c.src), plain: cols.every((c) => c.plain) };
+}
+
+/** A whole-row reference: every column of the range, as one composite value (not plain). */
+function wholeRow(r: Range): Resolved {
+  return { src: rangeCols(r).flatMap((c) => c.src), plain: false };
+}
+
+function toCols(outs: readonly ROut[]): RCol[] {
+  return outs.map((o) => ({ name: o.name, src: [...o.src], plain: o.plain, wildcard: o.wildcard }));
+}
+
+function rename(cols: RCol[], aliases: readonly string[] | null): RCol[] {
+  if (!aliases) return cols;
+  return cols.map((c, i) => (i < aliases.length ? { name: aliases[i] ?? c.name, src: c.src, plain: c.plain, wildcard: c.wildcard } : c));
+}
+
+function size(outs: readonly ROut[]): number {
+  let n = 0;
+  for (const o of outs) n += o.src.size;
+  return n;
+}
