@@ -22,6 +22,21 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
   const pool = new pg.Pool({ connectionString: opts.upstreamUrl, max: 2, idleTimeoutMillis: 30_000, application_name: 'scalple-catalog' });
   pool.on('error', (err) => opts.logger.warn({ err: err.message }, 'catalog connection error'));
   const catalog = new Catalog(pool);
+  // Names of functions defined outside pg_catalog: they may read anything, so roles with masked
+  // columns may not call them. Loaded with the catalog, refreshed on the same events.
+  let userFunctions: { at: number; names: Set<string> } | undefined;
+  let loadingFunctions: Promise<void> | undefined;
+  const loadUserFunctions = (): Promise<void> => {
+    loadingFunctions ??= pool
+      .query<{ proname: string }>("SELECT DISTINCT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')")
+      .then((r) => {
+        userFunctions = { at: Date.now(), names: new Set(r.rows.map((x) => x.proname.toLowerCase())) };
+      })
+      .finally(() => {
+        loadingFunctions = undefined;
+      });
+    return loadingFunctions;
+  };
   // Role-independent views, per text and search_path; cleared when the catalog changes.
   const cache = new Map<string, { uid: number; info: StatementInfo }>();
 
@@ -29,9 +44,11 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
     if (!analysis.ok) {
       return analysis.touchesAuditSchema ? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false, refusal: AUDIT_REFUSAL, analysis, access } : { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false, analysis, access };
     }
+    const written = analysis.statements.flatMap((st) => st.relations.map((r) => `${r.schema ?? 'public'}.${r.name}`));
     const info: StatementInfo = {
       kinds: [...analysis.kinds],
-      tables: access ? [...access.tables] : [],
+      // Without the catalog: the relations as written (schema from the default search_path).
+      tables: access ? [...access.tables] : [...new Set(written)].sort(),
       columns: access ? [...access.columns] : [],
       ddl: analysis.ddl,
       analysis,
@@ -47,7 +64,9 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
       return info;
     }
     const pathSet = analysis.statements.find((s) => s.setting?.name === 'search_path' && !s.setting.local);
-    if (pathSet?.setting) info.searchPath = [...pathSet.setting.values];
+    // SET search_path TO DEFAULT and RESET give no values: back to the default path.
+    if (pathSet?.setting) info.searchPath = pathSet.setting.values.length ? [...pathSet.setting.values] : [...DEFAULT_SEARCH_PATH];
+    info.userFunctions = analysis.statements.flatMap((st) => st.functions).filter((f) => f.schema !== 'pg_catalog' && (f.schema !== null || userFunctions?.names.has(f.name.toLowerCase()) !== false)).map((f) => `${f.schema ?? ''}${f.schema ? '.' : ''}${f.name}`);
     if (opts.poolMode === 'transaction') {
       const leak = analysis.statements.flatMap((s) => s.sessionState)[0];
       if (leak) {
@@ -69,15 +88,23 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
       if (hit && snap && hit.uid === snap.uid) return hit.info;
       const analysis = analyse(sql);
       if (!analysis.ok || analysis.touchesAuditSchema) return build(sql, analysis, null);
+      const resolve = (s: Parameters<typeof resolveAccess>[1]): Access | null => {
+        try {
+          return resolveAccess(analysis, s, searchPath);
+        } catch (err) {
+          opts.logger.warn({ err: errorMessage(err) }, 'statement could not be resolved against the catalog');
+          return null;
+        }
+      };
       const finish = (s: { uid: number }, access: Access | null) => {
         const info = build(sql, analysis, access);
         if (cache.size >= 5000) cache.delete(cache.keys().next().value as string);
         cache.set(key, { uid: s.uid, info });
         return info;
       };
-      if (snap) return finish(snap, resolveAccess(analysis, snap, searchPath));
-      return catalog.ready().then(
-        (s) => finish(s, resolveAccess(analysis, s, searchPath)),
+      if (snap && userFunctions && Date.now() - userFunctions.at < 60_000) return finish(snap, resolve(snap));
+      return Promise.all([catalog.ready(), loadUserFunctions()]).then(
+        ([s]) => finish(s, resolve(s)),
         (err) => {
           // Without the catalog the statement still runs and is audited, with tables as written.
           opts.logger.warn({ err: errorMessage(err) }, 'catalog unavailable; auditing without column resolution');
@@ -87,10 +114,12 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
     },
     schemaChanged() {
       catalog.invalidate();
+      userFunctions = undefined;
     },
     columnOf(tableOid: number, attnum: number): string | undefined {
-      const hit = catalog.current?.columnByAttnum(tableOid, attnum);
-      return hit ? `${hit.relation.schema}.${hit.relation.name}.${hit.column.name}` : undefined;
+      const snap = catalog.current;
+      const hit = snap?.columnByAttnum(tableOid, attnum);
+      return hit ? `${snap!.qualifiedName(hit.relation)}.${hit.column.name}` : undefined;
     },
     async close() {
       await pool.end();

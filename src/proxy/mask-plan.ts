@@ -56,7 +56,7 @@ function tableOf(column: string): string {
   return column.split('.').slice(0, 2).join('.');
 }
 
-export function decide(analysis: Analysis, access: Access | null, role: EffectiveRole, maskKey: string): PolicyDecision {
+export function decide(analysis: Analysis, access: Access | null, role: EffectiveRole, maskKey: string, userFunctions: readonly string[] = []): PolicyDecision {
   if (!analysis.ok) {
     // PostgreSQL will refuse the syntax; masked tables cannot be involved in a statement that never runs.
     return { kind: 'allow' };
@@ -76,7 +76,9 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
       if (st.setting && /transaction_read_only|default_transaction_read_only|session characteristics/.test(st.setting.name ?? '')) return refuse('read_only.setting', 'your role is read-only: transaction read-only settings cannot be changed');
     }
   }
-  if (!hasPolicy || !access) return { kind: 'allow' };
+  if (!hasPolicy) return { kind: 'allow' };
+  // Fail closed: without the catalog nobody can tell which columns this reads.
+  if (!access) return refuse('mask.no_catalog', 'the proxy cannot resolve this statement against the database catalog right now, and your role has masked or denied columns: try again shortly');
 
   // deny: refused outright when the statement would read the column or table.
   for (const col of access.columns) {
@@ -97,7 +99,11 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
   for (const st of statements) {
     const fn = st.functions.find((f) => OPAQUE_FUNCTIONS.has(f.name.toLowerCase()));
     if (fn) return refuse('mask.opaque_function', `${fn.name}() runs SQL the proxy cannot check against the masking policy`);
+    // Notifications carry whatever other sessions put in them, values of masked columns included.
+    if (st.kind === 'LISTEN') return refuse('mask.listen', 'LISTEN is not available to roles with masked columns: notification payloads are not checked');
   }
+  // A function body may read any table: not for callers with masked columns.
+  if (role.masked.size && userFunctions.length) return refuse('mask.user_function', `${userFunctions[0]}() is not a built-in function and may read masked columns: not available to your role`);
   if (!touchesMaskedTable) return { kind: 'allow' };
 
   const maskedRead = access.columns.filter((c) => role.masked.has(c));
@@ -106,9 +112,13 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
   const sa = access.statements[0]!;
   if (st.opaque) return refuse('mask.opaque', `${st.opaque} runs code the proxy cannot check against the masking policy`);
   if (sa.unknownTables.length || sa.unresolved.length) return refuse('mask.unresolved', `cannot resolve ${[...sa.unknownTables, ...sa.unresolved].join(', ')} in a statement over masked tables`);
-  const userFunction = st.functions.find((f) => f.schema !== null && f.schema !== 'pg_catalog');
-  if (userFunction) return refuse('mask.user_function', `user-defined function ${userFunction.schema}.${userFunction.name}() over tables with masked columns`);
   if (!maskedRead.length) return { kind: 'allow' };
+  // Set-returning functions in FROM hide which input becomes which output column.
+  for (const scope of st.scopes) {
+    if (scope.from.some(function hasFn(f): boolean { return f.type === 'function' || (f.type === 'join' && (hasFn(f.left) || hasFn(f.right))); })) {
+      return refuse('mask.function_in_from', `a function in FROM over masked columns (${maskedRead.join(', ')}) hides where its output comes from: select the columns directly`);
+    }
+  }
 
   // Inference: choosing, joining, grouping or ordering rows by a masked column answers questions
   // about its value (WHERE ssn LIKE '1%').

@@ -48,7 +48,7 @@ export class PolicyGate {
     const key = `${roleKey}\u0000${info.analysis.sql}`;
     const hit = this.cache.get(key);
     if (hit && hit.info === info) return hit.decision;
-    const decision = decide(info.analysis, info.access ?? null, role, this.policy.maskKey);
+    const decision = decide(info.analysis, info.access ?? null, role, this.policy.maskKey, info.userFunctions);
     if (this.cache.size >= 10_000) this.cache.delete(this.cache.keys().next().value as string);
     this.cache.set(key, { info, decision });
     return decision;

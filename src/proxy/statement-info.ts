@@ -29,6 +29,8 @@ export interface StatementInfo {
   ddl: boolean;
   /** `SET search_path` in a session the proxy follows (not behind a transaction pooler). */
   searchPath?: string[];
+  /** Functions called that are not built in (may read anything): `schema.name` or `name`. */
+  userFunctions?: string[];
   /** The analysis behind this view, for the per-role policy decision. */
   analysis?: Analysis;
   access?: Access | null;

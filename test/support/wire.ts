@@ -24,6 +24,13 @@ export class WireClient {
     socket.on('error', () => undefined);
   }
 
+  /** Wraps a socket that is already logged in (see connectUpstream). */
+  static fromSocket(socket: net.Socket, leftover: Buffer[] = []): WireClient {
+    const c = new WireClient(socket);
+    for (const b of leftover) c.frames.push(...c.framer.push(b));
+    return c;
+  }
+
   static async connect(port: number, params: Record<string, string>): Promise<WireClient> {
     const socket = net.connect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));

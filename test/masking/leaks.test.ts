@@ -1,0 +1,192 @@
+// Masking from the attacker's side: every attempt in corpus.ts, through the simple and the extended
+// protocol (binary results asked for), as a person whose role masks every PII column. Nothing they
+// receive may contain a masked value in any form. Also: the unmasked role gets byte-identical
+// results to a direct connection, and typed clients decode masked results.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { startStack, type Stack, APP_USER, APP_PASSWORD } from '../support/stack.ts';
+import { WireClient } from '../support/wire.ts';
+import { ATTEMPTS } from './corpus.ts';
+import { demoPolicy } from '../../src/demo/demo.ts';
+import { queryMessage, parseMessage, describeMessage, syncMessage, Writer, Front, Back } from '../../src/proxy/protocol.ts';
+import { connectUpstream, parseUpstreamUrl } from '../../src/proxy/upstream.ts';
+import type { Frame } from '../../src/proxy/framing.ts';
+
+let stack: Stack;
+let forbidden: string[] = [];
+const TARGET_IDS = 'id <= 10';
+
+const SETUP = `
+CREATE VIEW customer_contacts AS SELECT id, email, phone, region FROM customers;
+CREATE VIEW customer_contacts_eu AS SELECT id, email FROM customer_contacts WHERE region = 'EU' AND id <= 10;
+CREATE MATERIALIZED VIEW customer_snapshot AS SELECT id, ssn, iban, email FROM customers;
+CREATE FUNCTION public.leak_ssn(i int) RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers WHERE id = i';
+GRANT SELECT ON customer_contacts, customer_contacts_eu, customer_snapshot TO app_user;
+ANALYZE customers;
+`;
+
+beforeAll(async () => {
+  stack = await startStack({ poolMode: 'transaction', config: { ...demoPolicy('mask-key-for-the-leak-tests-0123456789'), roles: { ...(demoPolicy('x').roles as object), auditor: { groups: ['auditor'], deny: ['public.customers.ssn'] } } } });
+  await stack.sql(SETUP);
+  const pii = await stack.sql<{ v: string }>(`SELECT unnest(ARRAY[email, iban, ssn, date_of_birth::text, phone]) AS v FROM customers WHERE ${TARGET_IDS}`);
+  const base = await stack.sql<{ t: string }>(`SELECT string_agg(concat_ws('|', id, full_name, region, plan_tier, created_at::text), '|') AS t FROM customers
+    UNION ALL SELECT string_agg(concat_ws('|', id, customer_id, total, status, created_at::text), '|') FROM orders
+    UNION ALL SELECT string_agg(concat_ws('|', id, customer_id, amount, paid_at::text), '|') FROM payments`);
+  const baseline = base.rows.map((r) => r.t).join('|') + ATTEMPTS.map((a) => [a.sql].flat().join(' ')).join(' ');
+  const set = new Set<string>();
+  for (const { v } of pii.rows) {
+    if (!v) continue;
+    const b = Buffer.from(v, 'utf8');
+    for (const form of [v, [...v].reverse().join(''), b.toString('hex'), b.toString('hex').toUpperCase(), b.toString('base64')]) set.add(form);
+    // Any leak of 7+ characters contains a leak of 6.
+    for (let i = 0; i + 6 <= v.length; i++) set.add(v.slice(i, i + 6));
+  }
+  // Strings that also occur in data the caller may see are not evidence of a leak.
+  forbidden = [...set].filter((s) => !baseline.includes(s));
+});
+afterAll(async () => {
+  await stack?.stop();
+});
+
+function leaksIn(frames: Frame[]): string[] {
+  const text = Buffer.concat(frames.map((f) => f.raw)).toString('latin1');
+  return forbidden.filter((s) => text.includes(s));
+}
+
+async function viaSimple(w: WireClient, sql: string): Promise<Frame[]> {
+  w.send(queryMessage(sql));
+  const out = await w.readUntil((f) => f.type === Back.ReadyForQuery);
+  // COPY FROM would wait for data; none of the attempts copy in.
+  return out;
+}
+
+async function viaExtended(w: WireClient, sql: string): Promise<Frame[]> {
+  const bind = new Writer().cstring('').cstring('').int16(0).int16(0).int16(1).int16(1).message(Front.Bind);
+  const exec = new Writer().cstring('').int32(0).message(Front.Execute);
+  w.send(parseMessage('', sql, Buffer.from([0, 0])), bind, describeMessage('P', ''), exec, syncMessage);
+  return w.readUntil((f) => f.type === Back.ReadyForQuery);
+}
+
+async function connectAs(email: string): Promise<WireClient> {
+  const t = await stack.token(email);
+  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
+}
+
+describe('no masked value gets out', () => {
+  it('has a corpus of at least 80 attempts and a meaningful forbidden list', () => {
+    expect(ATTEMPTS.length).toBeGreaterThanOrEqual(80);
+    expect(forbidden.length).toBeGreaterThan(200);
+    // The list is right: a direct read shows these values.
+    expect(forbidden).toContain('customer1@example.org');
+  });
+
+  for (const protocol of ['simple', 'extended'] as const) {
+    it(`survives the whole corpus through the ${protocol} protocol`, async () => {
+      const failures: string[] = [];
+      for (const a of ATTEMPTS) {
+        const w = await connectAs('alice@example.com');
+        const frames: Frame[] = [];
+        for (const sql of [a.sql].flat()) frames.push(...(protocol === 'simple' ? await viaSimple(w, sql) : await viaExtended(w, sql)));
+        w.close();
+        const leaks = leaksIn(frames);
+        if (leaks.length) failures.push(`${a.name}: ${leaks.slice(0, 3).join(', ')}`);
+      }
+      expect(failures).toEqual([]);
+    });
+  }
+
+  it('gives masked values, not errors, for the plain cases, and records masked_fields', async () => {
+    const c = await stack.connect('alice@example.com');
+    const r = await c.query('SELECT id, email, iban, ssn, date_of_birth, phone FROM customers WHERE id = 1');
+    expect(r.rows[0]).toEqual({ id: '1', email: 'c***@***.org', iban: '****3001', ssn: '[redacted]', date_of_birth: '1960', phone: expect.stringMatching(/^h:[0-9a-f]{16}$/) });
+    // hash is stable: equal inputs, equal outputs.
+    const again = await c.query('SELECT phone FROM customers WHERE id = 1');
+    expect(again.rows[0].phone).toBe(r.rows[0].phone);
+    await c.end();
+    await stack.flushAudit();
+    const rec = await stack.sql("SELECT decision, masked_fields FROM scalple_audit.records WHERE record_type = 'intent' AND statement = 'SELECT id, email, iban, ssn, date_of_birth, phone FROM customers WHERE id = 1'");
+    expect(rec.rows[0]!.decision).toBe('mask');
+    expect(rec.rows[0]!.masked_fields).toEqual({ 'public.customers.email': 'email', 'public.customers.iban': 'partial(keep_last=4)', 'public.customers.ssn': 'redact', 'public.customers.date_of_birth': 'year', 'public.customers.phone': 'hash' });
+  });
+
+  it('billing sees iban in clear and the rest masked; auditor is refused ssn naming the rule', async () => {
+    const b = await stack.connect('bob@example.com');
+    const r = await b.query('SELECT iban, email FROM customers WHERE id = 1');
+    expect(r.rows[0].iban).toMatch(/^DE89/);
+    expect(r.rows[0].email).toBe('c***@***.org');
+    await b.end();
+    const d = await stack.connect('dave@example.com');
+    await expect(d.query('SELECT ssn FROM customers WHERE id = 1')).rejects.toMatchObject({ code: '42501', message: expect.stringMatching(/roles\.auditor\.deny/) });
+    await expect(d.query('SELECT * FROM customers WHERE id = 1')).rejects.toMatchObject({ code: '42501' });
+    await d.end();
+  });
+
+  it('read-only roles cannot write, even through functions', async () => {
+    const c = await stack.connect('alice@example.com');
+    for (const sql of ["UPDATE customers SET region = 'EU' WHERE id = 1", "SELECT nextval('x')", "SELECT set_config('a.b', 'c', false)", 'SELECT pg_terminate_backend(1)', 'SELECT lo_create(0)', 'BEGIN READ WRITE']) {
+      // Refused by the read-only rule (42501), or first by the pooler's session-state rule (0A000).
+      await expect(c.query(sql), sql).rejects.toMatchObject({ code: expect.stringMatching(/^(42501|0A000)$/) });
+    }
+    await c.end();
+  });
+
+  it('psql COPY as a masked role is refused and leaks nothing', async () => {
+    const t = (await stack.token('alice@example.com')).accessToken;
+    const out = await new Promise<string>((resolve) => {
+      const p = spawn('psql', [`host=127.0.0.1 port=${stack.proxyPort} dbname=app user=alice`, '-X', '-c', '\\copy customers to stdout', '-c', 'COPY (SELECT * FROM customers) TO STDOUT'], { env: { PATH: process.env.PATH, PGPASSWORD: t } });
+      let s = '';
+      p.stdout.on('data', (d: Buffer) => (s += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (s += d.toString()));
+      p.on('close', () => resolve(s));
+    });
+    expect(out).toMatch(/COPY of masked columns|COPY is not allowed for your role/);
+    expect(forbidden.filter((f) => out.includes(f))).toEqual([]);
+  });
+});
+
+describe('no corruption for the unmasked role', () => {
+  const STATEMENTS = [
+    'SELECT * FROM customers ORDER BY id LIMIT 50',
+    'SELECT o.id, o.total, c.email, c.date_of_birth FROM orders o JOIN customers c ON c.id = o.customer_id ORDER BY o.id LIMIT 100',
+    "SELECT region, count(*), sum(total) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY region ORDER BY region",
+    'SELECT ssn, iban, phone FROM customers WHERE id BETWEEN 100 AND 140 ORDER BY id',
+    "SELECT NULL::text AS n, ''::text AS e, 1.5::numeric AS x, now()::date - now()::date AS z",
+  ];
+
+  it('returns byte-identical rows to a direct connection, in text and binary', async () => {
+    const direct = await connectUpstream(parseUpstreamUrl(`postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${stack.pg.port}/app?sslmode=disable`), {});
+    const d = WireClient.fromSocket(direct.socket, direct.leftover);
+    const p = await connectAs('carol@example.com');
+    const keep = (fs: Frame[]) => fs.filter((f) => f.type === Back.RowDescription || f.type === Back.DataRow || f.type === Back.CommandComplete).map((f) => f.raw.toString('hex'));
+    for (const sql of STATEMENTS) {
+      expect(keep(await viaSimple(p, sql)), sql).toEqual(keep(await viaSimple(d, sql)));
+      expect(keep(await viaExtended(p, sql)), sql).toEqual(keep(await viaExtended(d, sql)));
+    }
+    p.close();
+    d.close();
+  });
+
+  it('typed clients decode masked results (pg type parsers, named statements without Describe)', async () => {
+    const c = await stack.connect('alice@example.com');
+    for (let i = 0; i < 7; i++) {
+      const r = await c.query({ name: 'typed', text: 'SELECT id, date_of_birth, created_at, email FROM customers WHERE id = $1', values: [i + 1] });
+      expect(typeof r.rows[0].date_of_birth).toBe('string');
+      expect(r.rows[0].created_at).toBeInstanceOf(Date);
+    }
+    await c.end();
+    // pgjdbc after prepareThreshold: Bind (binary results) + Execute, never a Describe.
+    const w = await connectAs('alice@example.com');
+    w.send(parseMessage('S_1', 'SELECT id, ssn, date_of_birth FROM customers WHERE id = 3', Buffer.from([0, 0])), syncMessage);
+    await w.readUntil((f) => f.type === Back.ReadyForQuery);
+    const bind = new Writer().cstring('').cstring('S_1').int16(0).int16(0).int16(1).int16(1).message(Front.Bind);
+    w.send(bind, new Writer().cstring('').int32(0).message(Front.Execute), syncMessage);
+    const frames = await w.readUntil((f) => f.type === Back.ReadyForQuery);
+    const row = frames.find((f) => f.type === Back.DataRow)!;
+    expect(row.raw.toString('latin1')).toContain('[redacted]');
+    expect(row.raw.toString('latin1')).toContain('1960');
+    expect(leaksIn(frames)).toEqual([]);
+    w.close();
+    void pg;
+  });
+});
