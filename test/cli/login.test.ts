@@ -155,7 +155,7 @@ describe('device login', () => {
     expect(r.stderr).toMatch(/^error: The issuer refused to start the login \(invalid_client.*\): check --client-id \(the issuer refused "nobody"\)\.\n$/);
   });
 
-  it('fails with a one-line error when the person signs in with a wrong password', async () => {
+  it('a refused sign-in leaves the CLI waiting; Ctrl-C cancels it with exit 2 and stores nothing', async () => {
     const cli = startCli(['login', ...loginArgs()], box.env);
     const prompt = await readDevicePrompt(cli);
     const { completeDeviceSignIn } = await import('../support/browser.ts');
