@@ -56,6 +56,11 @@ export interface ScalpleConfig {
   file: string;
   listen: { host: string; port: number };
   upstream: string;
+  /**
+   * Upstream for people whose role may not write: a role with `default_transaction_read_only = on`
+   * and SELECT grants only, so PostgreSQL itself refuses writes (through a pooler too).
+   */
+  upstreamReadonly?: string;
   upstreamPoolMode: PoolMode;
   audit: AuditConfig;
   identity: IdentityConfig;
@@ -99,6 +104,9 @@ export function parseConfig(raw: unknown, file: string, env: NodeJS.ProcessEnv =
   const upstream = interpolate(env.SCALPLE_UPSTREAM_URL ?? str(doc.upstream, 'upstream'), env, 'upstream');
   checkUrl(upstream, 'upstream');
   const poolMode = oneOf(doc.upstream_pool_mode ?? 'none', ['none', 'session', 'transaction'] as const, 'upstream_pool_mode');
+  const upstreamReadonlyRaw = env.SCALPLE_UPSTREAM_READONLY_URL ?? (doc.upstream_readonly === undefined ? undefined : str(doc.upstream_readonly, 'upstream_readonly'));
+  const upstreamReadonly = upstreamReadonlyRaw === undefined ? undefined : interpolate(upstreamReadonlyRaw, env, 'upstream_readonly');
+  if (upstreamReadonly) checkUrl(upstreamReadonly, 'upstream_readonly');
 
   const auditRaw = doc.audit === undefined ? {} : obj(doc.audit, 'audit');
   const auditUrl = interpolate(env.SCALPLE_AUDIT_URL ?? (auditRaw.url === undefined ? upstream : str(auditRaw.url, 'audit.url')), env, 'audit.url');
@@ -186,6 +194,7 @@ export function parseConfig(raw: unknown, file: string, env: NodeJS.ProcessEnv =
     file: path.resolve(file),
     listen,
     upstream,
+    ...(upstreamReadonly ? { upstreamReadonly } : {}),
     upstreamPoolMode: poolMode,
     audit,
     identity,

@@ -12,6 +12,8 @@ export interface ColumnMask {
   /** The mask applied, for the audit record: 'email', 'partial(keep_last=4)', 'redacted'. */
   label: string;
   fn: MaskFn;
+  /** The base column(s) the value came from. */
+  source?: string;
 }
 
 export interface MaskPlan {
@@ -70,6 +72,7 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
       return refuse(`roles.${role.names.join('+')}.statements`, `${st.kind} is not allowed for your role (${role.names.join(', ') || 'default'}): ${role.write ? '' : 'read-only roles may run SELECT, EXPLAIN, SHOW, cursors and transaction control'}`.replace(/: $/, ''));
     }
     if (!role.write) {
+      if (!st.readOnly && !st.transaction && st.kind !== 'SET' && st.kind !== 'SHOW') return refuse('read_only.statement', `this ${st.kind} writes, and your role is read-only`);
       const fn = st.functions.find((f) => WRITE_FUNCTIONS.has(f.name.toLowerCase()) || f.name.toLowerCase().startsWith('lo_'));
       if (fn) return refuse('read_only.function', `${fn.name}() changes state and your role is read-only`);
       if (st.transaction?.readOnly === false) return refuse('read_only.transaction', 'READ WRITE transactions are not allowed for your read-only role');
@@ -140,10 +143,10 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     }
     if (out.plain && out.sources.length === 1) {
       const spec = role.masked.get(hits[0]!)!;
-      columns.push({ label: describeMask(spec), fn: maskFunction(spec, maskKey) });
+      columns.push({ label: describeMask(spec), fn: maskFunction(spec, maskKey), source: hits[0]! });
       maskedFields[hits[0]!] = describeMask(spec);
     } else {
-      columns.push(REDACT);
+      columns.push({ ...REDACT, source: hits.join(', ') });
       for (const h of hits) maskedFields[h] ??= 'redacted';
     }
   }
@@ -154,7 +157,7 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
 export function maskForOrigin(column: string | undefined, role: EffectiveRole, maskKey: string): ColumnMask | undefined {
   if (!column) return undefined;
   const spec: MaskSpec | undefined = role.masked.get(column);
-  return spec ? { label: describeMask(spec), fn: maskFunction(spec, maskKey) } : undefined;
+  return spec ? { label: describeMask(spec), fn: maskFunction(spec, maskKey), source: column } : undefined;
 }
 
 export type { SqlStatement };

@@ -42,6 +42,7 @@ export interface RunningProxy {
 interface CancelTarget {
   session: Session;
   upstreamKey: { pid: number; secret: number } | undefined;
+  target: UpstreamTarget;
 }
 
 const UPSTREAM_PARAMS_BEHIND_POOLER = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'standard_conforming_strings']);
@@ -54,6 +55,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
   const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode, upstreamUrl: config.upstream, logger }));
   const gate = new PolicyGate(config);
   const upstream: UpstreamTarget = parseUpstreamUrl(config.upstream);
+  const upstreamReadonly: UpstreamTarget | undefined = config.upstreamReadonly ? parseUpstreamUrl(config.upstreamReadonly) : undefined;
   const secureContext = config.tls
     ? tls.createSecureContext({
         cert: readFileSync(config.tls.cert),
@@ -93,7 +95,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         raw.destroy();
         const target = cancelKeys.get(`${outcome.pid}:${outcome.secret}`);
         logger.info({ client: clientAddr, session: target?.session.id, known: !!target }, 'cancel request');
-        if (target?.upstreamKey) await sendCancel(upstream, target.upstreamKey).catch((err) => logger.warn({ err: errorMessage(err) }, 'cancel failed'));
+        if (target?.upstreamKey) await sendCancel(target.target, target.upstreamKey).catch((err) => logger.warn({ err: errorMessage(err) }, 'cancel failed'));
         return;
       }
       socket = outcome.socket;
@@ -107,7 +109,11 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         if (config.upstreamPoolMode !== 'none' && !UPSTREAM_PARAMS_BEHIND_POOLER.has(k)) continue;
         forwarded[k] = v;
       }
-      const up = await connectUpstream(upstream, forwarded, config.startupTimeoutMs);
+      // Read-only roles: PostgreSQL itself refuses their writes, through a read-only upstream role,
+      // or (straight to PostgreSQL) read-only transactions by default for the session.
+      const target = !role.write && upstreamReadonly ? upstreamReadonly : upstream;
+      if (!role.write && !upstreamReadonly && config.upstreamPoolMode === 'none') forwarded.default_transaction_read_only = 'on';
+      const up = await connectUpstream(target, forwarded, config.startupTimeoutMs);
       clearTimeout(timer);
       const id = randomUUID();
       const pid = randomInt(1, 2 ** 31 - 1);
@@ -121,8 +127,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
           expiresAt,
           clientAddr,
           applicationName: outcome.params.application_name ?? '',
-          dbRole: upstream.user,
-          database: upstream.database,
+          dbRole: target.user,
+          database: target.database,
           status: up.status,
           settings: outcome.settings,
           role,
@@ -130,7 +136,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         ctx,
       );
       const key = `${pid}:${secret}`;
-      cancelKeys.set(key, { session, upstreamKey: up.backendKey });
+      cancelKeys.set(key, { session, upstreamKey: up.backendKey, target });
       sessions.add(session);
       metrics.sessionOpened();
       session.onClose = () => {

@@ -17,7 +17,7 @@ import type { IdentityVerifier } from './identity.ts';
 import type { StatementAnalyzer, StatementInfo, ScalpleSetting, Refusal } from './statement-info.ts';
 import { MessageFramer, type Frame } from './framing.ts';
 import {
-  Back, Front, Reader, bindComplete, bindMessage, closeComplete, commandComplete, decodeFields, describeMessage,
+  Back, Front, Reader, Writer, syncMessage, bindComplete, bindMessage, closeComplete, commandComplete, decodeFields, describeMessage,
   emptyParameterDescription, encodeFields, errorResponse, noData, parseComplete, parseMessage, queryMessage,
   readyForQuery, rowsFromTag, type ErrorFields, type TxStatus,
 } from './protocol.ts';
@@ -27,6 +27,7 @@ import type { EffectiveRole } from '../policy/policy.ts';
 import type { PolicyGate } from './policy-gate.ts';
 import { maskForOrigin, type ColumnMask, type PolicyDecision } from './mask-plan.ts';
 import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
+import { scalpleCall, checkArgs, paramTypeOid, textResult, type ScalpleCall } from './scalple-functions.ts';
 
 export interface SessionContext {
   config: ScalpleConfig;
@@ -148,6 +149,9 @@ export class Session {
   private closed = false;
   private expiryTimer: NodeJS.Timeout | undefined;
   private searchPath: readonly string[] = DEFAULT_SEARCH_PATH;
+  /** Masked outputs of the last statement, for scalple.last_masked(). */
+  private lastMasked: { column: string; source: string; mask: string }[] = [];
+  private ddlInTransaction = false;
   private readonly role: EffectiveRole;
   private readonly roleKey: string;
 
@@ -321,11 +325,14 @@ export class Session {
       else this.answerLocally([commandComplete(info.setting.value === null ? 'RESET' : 'SET')], true);
       return;
     }
+    const call = info.analysis?.ok ? scalpleCall(sql, info.analysis.statements.flatMap((st) => st.functions)) : undefined;
+    if (call) return this.answerScalpleCall(call, sql, info);
     const { refusal, decision, observed } = this.judge(info);
     if (refusal) {
       this.refuseSimple(refusal, sql, info, decision);
       return;
     }
+    this.lastMasked = [];
     const logId = randomUUID();
     const tag = this.tag(logId);
     const exec = this.newExecution(logId, tag.length, info);
@@ -338,10 +345,91 @@ export class Session {
     this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info)) });
   }
 
+  /** scalple.named_queries(), scalple.run(…), scalple.last_masked(): answered here, never forwarded as such. */
+  private async answerScalpleCall(call: ScalpleCall, sql: string, info: StatementInfo): Promise<void> {
+    const policy = this.ctx.gate.current;
+    const mayRun = (roles: string[]) => roles.some((r) => this.role.names.includes(r));
+    switch (call.fn) {
+      case 'invalid':
+        this.refuseSimple({ sqlstate: '42883', message: call.message, rule: 'scalple.functions' }, sql, info);
+        return;
+      case 'last_masked':
+        this.answerLocally(textResult(['column_name', 'source', 'mask'], this.lastMasked.map((m) => [m.column, m.source, m.mask])), true);
+        return;
+      case 'named_queries': {
+        const rows = [...policy.namedQueries.values()].filter((q) => mayRun(q.roles)).map((q) => [q.name, q.description, JSON.stringify(q.params), q.roles.join(',')]);
+        this.answerLocally(textResult(['name', 'description', 'params', 'roles'], rows), true);
+        return;
+      }
+      case 'run': {
+        const q = policy.namedQueries.get(call.name);
+        if (!q || !mayRun(q.roles)) {
+          this.refuseSimple({ sqlstate: '42501', message: `named query ${call.name} does not exist or is not available to your role (${this.role.names.join(', ') || 'default'})`, rule: 'named_queries.roles' }, sql, info);
+          return;
+        }
+        const bad = checkArgs(q, call.args);
+        if (bad) {
+          this.refuseSimple({ sqlstate: '22P02', message: bad, rule: `named_queries.${q.name}.params` }, sql, info);
+          return;
+        }
+        const nqInfo = await this.ctx.analyzer.describe(q.sql, this.searchPath);
+        const { refusal, decision, observed } = this.judge(nqInfo, true);
+        if (refusal) {
+          this.refuseSimple(refusal, q.sql, nqInfo, decision);
+          return;
+        }
+        this.lastMasked = [];
+        const logId = randomUUID();
+        const tag = this.tag(logId);
+        const exec = this.newExecution(logId, tag.length, nqInfo);
+        if (!(await this.recordIntent(exec, q.sql, nqInfo, call.args, decision, observed, q.name))) {
+          this.answerLocally([errorResponse(this.auditUnavailable())], true);
+          return;
+        }
+        // Run as an extended-protocol statement with typed parameters; the client, which sent a
+        // simple query, sees RowDescription, rows, CommandComplete and ReadyForQuery.
+        const plan = this.activePlan(decision, this.guards(nqInfo));
+        const types = new Writer().int16(q.params.length);
+        for (const p of q.params) types.int32(paramTypeOid(p.type));
+        this.sendUp(parseMessage('', tag + q.sql, types.message(0).subarray(5)));
+        this.expect({ k: 'parse', hidden: true, tagLength: tag.length });
+        const bind = new Writer().cstring('').cstring('').int16(0).int16(call.args.length);
+        for (const a of call.args) {
+          const b = Buffer.from(a, 'utf8');
+          bind.int32(b.length).bytes(b);
+        }
+        bind.int16(0);
+        this.sendUp(bind.message(Front.Bind));
+        this.expect({ k: 'bind', hidden: true });
+        this.sendUp(describeMessage('P', ''));
+        this.expect({ k: 'describe', hidden: false, plan });
+        this.sendUp(new Writer().cstring('').int32(0).message(Front.Execute));
+        this.expect({ k: 'execute', exec, plan });
+        this.sendUp(syncMessage);
+        this.expect({ k: 'sync', seq: ++this.syncSeq });
+        this.upstreamUnnamed = undefined;
+        return;
+      }
+    }
+  }
+
   /** The policy decision for this caller; with `enforce: false` it is only observed and recorded. */
-  private judge(info: StatementInfo): { refusal?: Refusal; decision: PolicyDecision; observed?: string } {
+  private judge(info: StatementInfo, named = false): { refusal?: Refusal; decision: PolicyDecision; observed?: string } {
     if (info.refusal) return { refusal: info.refusal, decision: { kind: 'refuse', refusal: info.refusal } };
-    const decision = this.ctx.gate.decide(info, this.role, this.roleKey);
+    const roleName = this.role.names.join('+') || 'default';
+    const control = info.kinds.every((k) => ['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'SAVEPOINT', 'RELEASE', 'ROLLBACK TO', 'SHOW'].includes(k));
+    let decision = this.ctx.gate.decide(info, this.role, this.roleKey);
+    if (decision.kind === 'allow' && !named && this.role.namedOnly && !control) {
+      const refusal = { sqlstate: '42501', message: `your role (${roleName}) may run named queries only: see scalple queries, or SELECT * FROM scalple.named_queries()`, rule: `roles.${roleName}.named_only` };
+      decision = { kind: 'refuse', refusal };
+    }
+    if (decision.kind === 'allow' && this.role.requireReason && !this.currentReason()) {
+      const pii = this.ctx.gate.current.pii;
+      if (info.columns.some((c) => pii.has(c))) {
+        const refusal = { sqlstate: '42501', message: `a reason is required for statements that touch personal data: run with --reason "…", or SET scalple.reason = '…' (rule roles.${roleName}.require_reason)`, rule: `roles.${roleName}.require_reason` };
+        decision = { kind: 'refuse', refusal };
+      }
+    }
     if (this.ctx.gate.enforce) return decision.kind === 'refuse' ? { refusal: decision.refusal, decision } : { decision };
     const observed = decision.kind === 'refuse' ? `would deny: ${decision.refusal.rule}` : decision.plan ? `would mask: ${Object.entries(decision.plan.maskedFields).map(([c, m]) => `${c}=${m}`).join(', ')}` : undefined;
     return { decision: { kind: 'allow' }, ...(observed ? { observed } : {}) };
@@ -372,7 +460,10 @@ export class Session {
     const sql = r.cstring();
     const paramTypes = r.rest();
     const info = await this.ctx.analyzer.describe(sql, this.searchPath);
-    const judged: { refusal?: Refusal; decision: PolicyDecision; observed?: string } = info.setting
+    const call = info.analysis?.ok && scalpleCall(sql, info.analysis.statements.flatMap((st) => st.functions));
+    const judged: { refusal?: Refusal; decision: PolicyDecision; observed?: string } = call
+      ? { refusal: { sqlstate: '0A000', message: 'scalple.* functions are answered on the simple query protocol only (psql, or preferQueryMode=simple for JDBC)', rule: 'scalple.functions' }, decision: { kind: 'allow' } }
+      : info.setting
       ? info.kinds.length > 1
         ? { refusal: { sqlstate: '22023', message: 'a scalple.* setting must be sent as a statement of its own', rule: 'scalple.setting' }, decision: { kind: 'allow' } }
         : { decision: { kind: 'allow' } }
@@ -484,6 +575,7 @@ export class Session {
     const logId = stmt?.unusedTagLogId ?? randomUUID();
     if (stmt) stmt.unusedTagLogId = undefined;
     const exec = this.newExecution(logId, stmt?.tagLength ?? 0, info);
+    this.lastMasked = [];
     if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
     const decision = stmt?.decision ?? { kind: 'allow' as const };
     const observed = stmt && !this.ctx.gate.enforce ? this.judge(stmt.info).observed : undefined;
@@ -562,7 +654,7 @@ export class Session {
     return { logId, started: process.hrtime.bigint(), rows: null, tagLength, ddl: info.ddl };
   }
 
-  private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>): IntentRecord {
+  private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>, namedQuery?: string): IntentRecord {
     const reason = this.currentReason();
     return {
       type: 'intent',
@@ -585,14 +677,15 @@ export class Session {
       policyVersion: this.ctx.config.policyVersion,
       ...(reason ? { reason } : {}),
       ...(maskedFields && Object.keys(maskedFields).length ? { maskedFields } : {}),
+      ...(namedQuery ? { namedQuery } : {}),
     };
   }
 
   /** Writes the intent; false when the audit store cannot take it (the statement must not run). */
-  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: PolicyDecision, observed?: string): Promise<boolean> {
+  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: PolicyDecision, observed?: string, namedQuery?: string): Promise<boolean> {
     const maskedFields = decision.kind === 'allow' ? decision.maskedFields : undefined;
     try {
-      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, maskedFields ? 'mask' : 'allow', observed, maskedFields));
+      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, maskedFields ? 'mask' : 'allow', observed, maskedFields, namedQuery));
       this.ctx.metrics.statement();
       return true;
     } catch (err) {
@@ -882,6 +975,7 @@ export class Session {
       columns.push(m);
     }
     plan.columns = columns;
+    this.lastMasked = fields.flatMap((f, i) => (columns[i] ? [{ column: f.name.toString('utf8'), source: columns[i]!.source ?? '', mask: columns[i]!.label }] : []));
     if (!columns.some(Boolean)) return 'forward';
     return encodeRowDescription(fields.map((f, i) => (columns[i] ? { ...f, tableOid: 0, attnum: 0, typeOid: 25, typlen: -1, typmod: -1, format: 0 } : f)));
   }
@@ -889,6 +983,10 @@ export class Session {
   /** A ReadyForQuery ended the batch `seq`: per-transaction settings end with the transaction. */
   private endOfBatch(seq: number): void {
     if (this.status !== 'I') return;
+    if (this.ddlInTransaction) {
+      this.ddlInTransaction = false;
+      this.ctx.analyzer.schemaChanged();
+    }
     if (this.actingFor && seq >= this.actingFor.untilSeq) this.actingFor = undefined;
     if (this.localReason && seq >= this.localReason.untilSeq) this.localReason = undefined;
   }
@@ -910,7 +1008,11 @@ export class Session {
       durationMs,
     });
     this.ctx.metrics.observe(durationMs, exec.sqlstate !== undefined);
-    if (exec.ddl && !exec.sqlstate) this.ctx.analyzer.schemaChanged();
+    if (exec.ddl && !exec.sqlstate) {
+      this.ctx.analyzer.schemaChanged();
+      // The catalog is read on another connection: it sees this DDL only once it commits.
+      this.ddlInTransaction = true;
+    }
     if (exec.searchPath && !exec.sqlstate) this.searchPath = exec.searchPath;
   }
 }

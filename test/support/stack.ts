@@ -22,6 +22,7 @@ export const SAMPLE_SCHEMA = readFileSync(path.join(ROOT, 'src/demo/sample-schem
 
 export const APP_USER = 'app_user';
 export const APP_PASSWORD = 'app-secret-pw';
+export const APP_READONLY = 'app_readonly';
 export const AUDIT_OWNER = 'scalple_owner';
 export const AUDIT_WRITER = 'scalple_writer';
 export const AUDIT_PASSWORD = 'audit-secret-pw';
@@ -36,6 +37,8 @@ export interface StackOptions {
   /** Run the proxy as a child `scalple proxy` process instead of in-process. */
   processProxy?: boolean;
   pgaudit?: boolean;
+  /** Also create app_readonly (default_transaction_read_only = on) and set upstream_readonly. */
+  readonlyUpstream?: boolean;
 }
 
 export interface Stack {
@@ -71,6 +74,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   if (opts.pgaudit ?? true) await superQuery(pgServer, 'CREATE EXTENSION pgaudit', 'app');
   await superQuery(pgServer, SAMPLE_SCHEMA, 'app');
   await superQuery(pgServer, `GRANT USAGE, CREATE ON SCHEMA public TO ${APP_USER}; GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO ${APP_USER}`, 'app');
+  if (opts.readonlyUpstream) {
+    await superQuery(pgServer, `CREATE ROLE ${APP_READONLY} LOGIN PASSWORD '${APP_PASSWORD}'; ALTER ROLE ${APP_READONLY} SET default_transaction_read_only = on`);
+    await superQuery(pgServer, `GRANT USAGE ON SCHEMA public TO ${APP_READONLY}; GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${APP_READONLY}; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO ${APP_READONLY}`, 'app');
+  }
 
   const ownerUrl = `postgres://${AUDIT_OWNER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/app`;
   const owner = new pg.Client({ connectionString: ownerUrl });
@@ -79,7 +86,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   await grantWriter(owner, AUDIT_WRITER);
   await owner.end();
 
-  const bouncer = poolMode === 'transaction' ? await startPgBouncer(pgServer, { database: 'app', users: { [APP_USER]: APP_PASSWORD }, defaultPoolSize: 2 }) : undefined;
+  const bouncer = poolMode === 'transaction' ? await startPgBouncer(pgServer, { database: 'app', users: { [APP_USER]: APP_PASSWORD, [APP_READONLY]: APP_PASSWORD }, defaultPoolSize: 2 }) : undefined;
   const idp = await startTestIdp();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'scalple-stack-'));
   const upstream = bouncer ? bouncer.url(APP_USER, APP_PASSWORD, 'app') : `postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${pgServer.port}/app`;
@@ -88,6 +95,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     listen: `127.0.0.1:${port}`,
     upstream,
     upstream_pool_mode: poolMode,
+    ...(opts.readonlyUpstream ? { upstream_readonly: upstream.replace(`${APP_USER}:`, `${APP_READONLY}:`) } : {}),
     audit: { url: `postgres://${AUDIT_WRITER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/app`, durability: opts.durability ?? 'strict', hmac_key: HMAC_KEY, checkpoint_file: path.join(dir, 'head.json') },
     identity: { issuer: idp.issuer, audience: 'scalple', allow_plaintext_password: true, revocation_check_ms: 300, ...opts.identity },
     ...opts.config,
