@@ -105,6 +105,8 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     // Notifications carry whatever other sessions put in them, values of masked columns included.
     if (st.kind === 'LISTEN') return refuse('mask.listen', 'LISTEN is not available to roles with masked columns: notification payloads are not checked');
   }
+  // Objects the catalog does not know (created in this session or transaction) may hide anything.
+  if (role.masked.size && access.unknownTables.length) return refuse('mask.unknown_relation', `${access.unknownTables.join(', ')} is not in the catalog the proxy checks masking against: not available to your role`);
   // A function body may read any table: not for callers with masked columns.
   if (role.masked.size && userFunctions.length) return refuse('mask.user_function', `${userFunctions[0]}() is not a built-in function and may read masked columns: not available to your role`);
   if (!touchesMaskedTable) return { kind: 'allow' };

@@ -27,6 +27,7 @@ import type { EffectiveRole } from '../policy/policy.ts';
 import type { PolicyGate } from './policy-gate.ts';
 import { maskForOrigin, type ColumnMask, type PolicyDecision } from './mask-plan.ts';
 import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
+import { normalizeSync } from 'libpg-query';
 import { scalpleCall, checkArgs, paramTypeOid, textResult, type ScalpleCall } from './scalple-functions.ts';
 
 export interface SessionContext {
@@ -656,6 +657,7 @@ export class Session {
 
   private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>, namedQuery?: string): IntentRecord {
     const reason = this.currentReason();
+    ({ sql, params } = this.redactForAudit(sql, info, params));
     return {
       type: 'intent',
       logId,
@@ -679,6 +681,21 @@ export class Session {
       ...(maskedFields && Object.keys(maskedFields).length ? { maskedFields } : {}),
       ...(namedQuery ? { namedQuery } : {}),
     };
+  }
+
+  /**
+   * Literals and parameters of a statement that reads columns masked for this caller are kept out
+   * of the record: the text is stored normalised (literals become $n) and parameters redacted.
+   */
+  private redactForAudit(sql: string, info: StatementInfo, params: (string | null)[] | undefined): { sql: string; params: (string | null)[] | undefined } {
+    if (!this.role.masked.size || !info.columns.some((c) => this.role.masked.has(c))) return { sql, params };
+    let text = sql;
+    try {
+      text = normalizeSync(sql);
+    } catch {
+      text = '(statement withheld: it compares masked columns and could not be normalised)';
+    }
+    return { sql: text, params: params?.map((p) => (p === null ? null : '[redacted]')) };
   }
 
   /** Writes the intent; false when the audit store cannot take it (the statement must not run). */

@@ -105,9 +105,21 @@ describe('no masked value gets out', () => {
     expect(again.rows[0].phone).toBe(r.rows[0].phone);
     await c.end();
     await stack.flushAudit();
-    const rec = await stack.sql("SELECT decision, masked_fields FROM scalple_audit.records WHERE record_type = 'intent' AND statement = 'SELECT id, email, iban, ssn, date_of_birth, phone FROM customers WHERE id = 1'");
+    // The stored text is normalised: literals of statements over masked columns stay out of the log.
+    const rec = await stack.sql("SELECT decision, masked_fields FROM scalple_audit.records WHERE record_type = 'intent' AND statement = 'SELECT id, email, iban, ssn, date_of_birth, phone FROM customers WHERE id = $1'");
     expect(rec.rows[0]!.decision).toBe('mask');
     expect(rec.rows[0]!.masked_fields).toEqual({ 'public.customers.email': 'email', 'public.customers.iban': 'partial(keep_last=4)', 'public.customers.ssn': 'redact', 'public.customers.date_of_birth': 'year', 'public.customers.phone': 'hash' });
+  });
+
+  it('keeps literals and parameters compared with masked columns out of the audit log', async () => {
+    const c = await stack.connect('alice@example.com');
+    await expect(c.query("SELECT id FROM customers WHERE ssn = '999-88-7777'")).rejects.toMatchObject({ code: '42501' });
+    await expect(c.query('SELECT id FROM customers WHERE email = $1', ['guess.who@example.org'])).rejects.toMatchObject({ code: '42501' });
+    await c.end();
+    await stack.flushAudit();
+    const all = await stack.sql<{ t: string }>('SELECT string_agg(coalesce(statement, \'\') || coalesce(params::text, \'\'), \' \') AS t FROM scalple_audit.records');
+    expect(all.rows[0]!.t).not.toContain('999-88-7777');
+    expect(all.rows[0]!.t).not.toContain('guess.who');
   });
 
   it('billing sees iban in clear and the rest masked; auditor is refused ssn naming the rule', async () => {
