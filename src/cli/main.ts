@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { ScalpleError } from '../errors.ts';
 import { registerProxyCommand } from './proxy.ts';
 import { registerDemoCommand } from './demo.ts';
+import { registerPolicyCommands } from './policy/explain.ts';
 import { registerAuditCommands } from './audit/index.ts';
 import { registerLoginCommand } from './login.ts';
 import { registerLogoutCommand } from './logout.ts';
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
   registerProxyCommand(program);
   registerDemoCommand(program);
+  registerPolicyCommands(program);
   registerAuditCommands(program);
   registerLoginCommand(program);
   registerLogoutCommand(program);
