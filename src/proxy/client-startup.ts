@@ -7,6 +7,7 @@
 // before the identity is proven.
 import net from 'node:net';
 import tls from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import { AuthError, ScalpleError } from '../errors.ts';
 import { StartupFramer, MessageFramer } from './framing.ts';
 import { Front, Reader, StartupCode, authenticationCleartext, ProtocolViolation } from './protocol.ts';
@@ -21,6 +22,8 @@ export interface StartupOptions {
   secureContext?: tls.SecureContext;
   tlsRequired: boolean;
   requestClientCert: boolean;
+  /** CA certificates client certificates must be issued by (tls.client_ca). */
+  clientCas: readonly X509Certificate[];
   allowPlaintextPassword: boolean;
   verifier: IdentityVerifier;
 }
@@ -161,9 +164,9 @@ export async function runClientStartup(raw: net.Socket, opts: StartupOptions, on
     delete settings[IDENTITY];
     let leftover = rest;
     let identity: VerifiedIdentity | undefined;
-    if (!token && isTls && socket instanceof tls.TLSSocket && socket.authorized) {
-      const cert = socket.getPeerCertificate();
-      identity = cert ? opts.verifier.verifyCertificate(cert) : undefined;
+    if (!token && isTls && opts.clientCas.length && socket instanceof tls.TLSSocket) {
+      const cert = socket.getPeerX509Certificate();
+      identity = cert ? opts.verifier.verifyCertificate(cert, opts.clientCas) : undefined;
     }
     if (!token && !identity) {
       if (!isTls && !opts.allowPlaintextPassword) {

@@ -2,7 +2,7 @@
 // discovery, a static application key (stored hashed), or a client certificate (mTLS).
 // Every failure is an AuthError whose message a person can act on.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { PeerCertificate } from 'node:tls';
+import type { X509Certificate } from 'node:crypto';
 import { createRemoteJWKSet, jwtVerify, errors as joseErrors, decodeJwt, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { AuthError } from '../errors.ts';
 import type { ApplicationConfig, IdentityConfig } from '../policy/config.ts';
@@ -101,10 +101,14 @@ export class IdentityVerifier {
     return undefined;
   }
 
-  /** A client certificate already verified by TLS against tls.client_ca. */
-  verifyCertificate(cert: PeerCertificate): VerifiedIdentity | undefined {
-    const cn = cert.subject?.CN;
-    const name = Array.isArray(cn) ? cn[0] : cn;
+  /**
+   * A client certificate (mTLS): issued and signed by one of the tls.client_ca certificates, within
+   * its validity, and naming a declared application in its CN.
+   */
+  verifyCertificate(cert: X509Certificate, cas: readonly X509Certificate[], now = Date.now()): VerifiedIdentity | undefined {
+    const issuedByCa = cas.some((ca) => cert.checkIssued(ca) && cert.verify(ca.publicKey));
+    if (!issuedByCa || now < Date.parse(cert.validFrom) || now > Date.parse(cert.validTo)) return undefined;
+    const name = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
     const app = name ? this.apps.find((a) => a.certCn === name) : undefined;
     if (!app) return undefined;
     return { principal: { kind: 'application', sub: `app:${app.name}`, application: app.name, groups: app.groups } };

@@ -4,7 +4,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { randomInt, randomUUID } from 'node:crypto';
+import { randomInt, randomUUID, X509Certificate } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import pino, { type Logger } from 'pino';
@@ -63,6 +63,10 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         ...(config.tls.clientCa ? { ca: readFileSync(config.tls.clientCa) } : {}),
       })
     : undefined;
+  // PEM bundle -> certificates (a bundle may hold several CAs).
+  const clientCas = config.tls?.clientCa
+    ? (readFileSync(config.tls.clientCa, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new X509Certificate(pem))
+    : [];
   const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics, gate };
   const sessions = new Set<Session>();
   const cancelKeys = new Map<string, CancelTarget>();
@@ -85,6 +89,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         ...(secureContext ? { secureContext } : {}),
         tlsRequired: config.tls?.mode === 'required',
         requestClientCert: !!config.tls?.clientCa,
+        clientCas,
         allowPlaintextPassword: config.identity.allowPlaintextPassword,
         verifier,
       }, (s) => {
