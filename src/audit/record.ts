@@ -54,6 +54,10 @@ export interface CompletionRecord {
   sqlstate?: string;
   error?: string;
   durationMs: number;
+  /** Data subjects returned or changed, as `subject:key` ('customer:42'). */
+  subjectKeys?: string[];
+  /** Subjects touched whose keys cannot be known: subject -> why (the intent's statement is the predicate). */
+  subjectsPossible?: Record<string, string>;
 }
 
 /** Events that are not statements: revocations, grants, audit reads, retention cuts. */
@@ -73,7 +77,9 @@ export interface AuditSink {
   /**
    * strict: resolves once the intent is committed. buffered: resolves as soon as it is queued.
    * Rejects with AuditUnavailable when the record cannot be taken (queue full, store down):
-   * the statement must then not run.
+   * the statement must then not run. When a strict intent was already queued and its commit
+   * failed, the store itself appends a completion saying the statement was refused (sqlstate
+   * 57P03), so the caller writes no completion for a rejected intent.
    */
   intent(record: IntentRecord): Promise<void>;
   /** Queued for the next group commit; never blocks the client. */

@@ -56,9 +56,10 @@ describe('strict durability', () => {
     env.cleanup();
   });
 
-  it('stores awkward values exactly as hashed (unicode, NUL, lone surrogates, JSON, arrays) and verifies', async () => {
+  for (const [how, copyMinRows] of [['INSERT', 1000], ['COPY', 1]] as const) {
+  it(`stores awkward values exactly as hashed (unicode, NUL, lone surrogates, JSON, arrays) and verifies (${how})`, async () => {
     const env = await freshAuditDb(server);
-    const store = await openAuditStore(env.config(), { policyVersion: 'pv' });
+    const store = await openAuditStore(env.config(), { policyVersion: 'pv', copyMinRows });
     const weird = intent({
       principal: { kind: 'person', sub: 'u-"quoted"', email: "o'brien+/*x*/@example.com", name: 'Zoë 日本 🎉', groups: ['a,b', '{c}', 'd"e', 'back\\slash', ''] },
       actingFor: { kind: 'person', sub: 'u-end', email: 'end@example.com', groups: [] },
@@ -83,6 +84,7 @@ describe('strict durability', () => {
     expect(r.rows[0].params).toEqual(['1', null, 'two\nlines', '\uFFFD']);
     env.cleanup();
   });
+  }
 
   it('continues the chain across restarts', async () => {
     const env = await freshAuditDb(server);
@@ -159,6 +161,34 @@ describe('buffered durability', () => {
     await store.close();
     expect(await count(env.superUrl)).toBe(20);
     expect((await verify(env.writerUrl, HMAC_KEY, { checkpointFile: env.config().checkpointFile })).ok).toBe(true);
+    env.cleanup();
+  });
+
+  it('a completion that finds no room marks the store unhealthy and is logged, never silently lost', async () => {
+    const env = await freshAuditDb(server);
+    const log = captureLogger();
+    const store = await openAuditStore(env.config({ durability: 'buffered', bufferSize: 4, flushIntervalMs: 60_000 }), { policyVersion: 'pv', logger: log });
+    const locker = await import('pg').then(({ default: pg }) => new pg.Client({ connectionString: env.superUrl }));
+    await locker.connect();
+    await locker.query('BEGIN; LOCK TABLE scalple_audit.records IN ACCESS EXCLUSIVE MODE');
+    const recs = [intent(), intent(), intent(), intent()];
+    for (const r of recs) await store.intent(r);
+    await expect(store.intent(intent())).rejects.toThrow(/audit queue full/);
+    // completions of running statements get headroom (up to twice the buffer) ...
+    for (const r of recs) store.completion(completion(r.logId));
+    expect(log.lines.filter((l) => l.level === 'error')).toEqual([]);
+    // ... past it the record is logged in full and the store refuses statements
+    const lost = completion('no-room');
+    store.completion(lost);
+    expect(store.healthy()).toBe(false);
+    const line = log.lines.find((l) => /completion record could not be queued/.test(l.msg ?? ''));
+    expect((line?.obj.record as { logId: string }).logId).toBe('no-room');
+    await locker.query('COMMIT');
+    await locker.end();
+    await store.flush();
+    expect(store.healthy()).toBe(true);
+    await store.close();
+    expect(await count(env.superUrl)).toBe(8);
     env.cleanup();
   });
 

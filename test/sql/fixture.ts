@@ -40,6 +40,7 @@ CREATE ROLE ${APP_USER} LOGIN PASSWORD '${APP_PASSWORD}';
 GRANT ALL ON ALL TABLES IN SCHEMA public, billing TO ${APP_USER};
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public, billing TO ${APP_USER};
 GRANT USAGE, CREATE ON SCHEMA public, billing TO ${APP_USER};
+GRANT CREATE ON DATABASE ${DB} TO ${APP_USER};
 -- "$user" comes first in the default search_path: app_user.notes resolves unqualified
 CREATE SCHEMA ${APP_USER} AUTHORIZATION ${APP_USER};
 CREATE TABLE ${APP_USER}.notes (id int, body text);
