@@ -23,6 +23,7 @@ export const CHAIN_COLUMNS = [
   'statement', 'params', 'kinds', 'tables', 'columns',
   'decision', 'rule', 'policy_version', 'reason', 'named_query', 'masked_fields',
   'rows', 'sqlstate', 'error', 'duration_ms', 'event', 'detail',
+  'subject_keys',
 ] as const;
 
 export type ChainColumn = (typeof CHAIN_COLUMNS)[number];
@@ -63,6 +64,8 @@ export interface ChainRow {
   duration_ms: number | null;
   event: string | null;
   detail: Json;
+  /** Data subjects returned or changed ('customer:42'; 'customer:*' for a possible access). */
+  subject_keys: string[] | null;
 }
 
 export interface StoredRow extends ChainRow {
@@ -238,6 +241,7 @@ function blankRow(logId: string, type: PendingRow['record_type'], policyVersion:
     statement: null, params: null, kinds: null, tables: null, columns: null,
     decision: null, rule: null, policy_version: normText(policyVersion), reason: null, named_query: null, masked_fields: null,
     rows: null, sqlstate: null, error: null, duration_ms: null, event: null, detail: null,
+    subject_keys: null,
   };
 }
 
@@ -265,6 +269,11 @@ export function toPendingRow(rec: AuditRecord, policyVersion: string): PendingRo
       row.session_id = optText(rec.sessionId);
       row.rows = finiteOrNull(rec.rows === null ? null : Math.trunc(rec.rows));
       row.sqlstate = optText(rec.sqlstate); row.error = optText(rec.error); row.duration_ms = finiteOrNull(rec.durationMs);
+      if (rec.subjectKeys?.length || rec.subjectsPossible) {
+        const possible = Object.keys(rec.subjectsPossible ?? {}).map((s) => `${s}:*`);
+        row.subject_keys = textArray([...new Set([...(rec.subjectKeys ?? []), ...possible])].sort());
+        if (rec.subjectsPossible) row.detail = normJson({ subjects_possible: rec.subjectsPossible });
+      }
       return row;
     case 'event': {
       const p = rec.principal;
@@ -300,6 +309,7 @@ export function rowFromDb(r: Record<string, unknown>): StoredRow {
     decision: txt(r.decision), rule: txt(r.rule), policy_version: txt(r.policy_version), reason: txt(r.reason),
     named_query: txt(r.named_query), masked_fields: json(r.masked_fields), rows: num(r.rows), sqlstate: txt(r.sqlstate),
     error: txt(r.error), duration_ms: num(r.duration_ms), event: txt(r.event), detail: json(r.detail),
+    subject_keys: arr(r.subject_keys),
     prev_hash: String(r.prev_hash), hash: String(r.hash),
   };
 }

@@ -18,7 +18,7 @@ function arrayLiteral(a: string[]): string {
   return '{' + a.map((x) => '"' + x.replace(/[\\"]/g, (c) => '\\' + c) + '"').join(',') + '}';
 }
 
-const ARRAY_COLUMNS = new Set(['groups', 'kinds', 'tables', 'columns']);
+const ARRAY_COLUMNS = new Set(['groups', 'kinds', 'tables', 'columns', 'subject_keys']);
 const JSON_COLUMNS = new Set(['acting_for', 'params', 'masked_fields', 'detail']);
 
 /** The body columns of a row as COPY text fields, tab-separated (no leading or trailing tab). */

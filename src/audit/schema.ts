@@ -165,6 +165,14 @@ ${appendOnlyTrigger('migrations')}
 ${ENSURE_PARTITIONS_FN}
 `,
   },
+  {
+    version: 2,
+    name: 'data subjects: one key array per completion record, GIN-indexed',
+    sql: `
+ALTER TABLE scalple_audit.records ADD COLUMN IF NOT EXISTS subject_keys text[];
+CREATE INDEX IF NOT EXISTS records_subject_keys_idx ON scalple_audit.records USING gin (subject_keys) WHERE subject_keys IS NOT NULL;
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -5,19 +5,36 @@ import { effectiveRole, parsePolicy, type EffectiveRole, type Policy } from '../
 import type { Principal } from '../audit/record.ts';
 import { decide, type PolicyDecision } from './mask-plan.ts';
 import type { StatementInfo } from './statement-info.ts';
+import { parseSubjects, type SubjectDef } from '../policy/subjects.ts';
+import { planSubjects, type SubjectPlan } from './subject-plan.ts';
 
 export class PolicyGate {
   private policy: Policy;
   private generation = 0;
   private readonly cache = new Map<string, { info: StatementInfo; decision: PolicyDecision }>();
+  private subjects: SubjectDef[];
+  private readonly subjectPlans = new WeakMap<StatementInfo, SubjectPlan | null>();
 
   constructor(config: ScalpleConfig) {
     this.policy = parsePolicy(config.policy);
+    this.subjects = parseSubjects(config.policy.subjects);
+  }
+
+  /** How to learn the data subjects of this statement (cached with the statement's analysis). */
+  subjectPlan(info: StatementInfo): SubjectPlan | undefined {
+    if (!info.analysis || !this.subjects.length) return undefined;
+    let p = this.subjectPlans.get(info);
+    if (p === undefined) {
+      p = planSubjects(info.analysis, info.access ?? null, this.subjects) ?? null;
+      this.subjectPlans.set(info, p);
+    }
+    return p ?? undefined;
   }
 
   /** Replaces the policy (SIGHUP); a bad policy throws and the old one stays. */
   reload(config: ScalpleConfig): void {
     this.policy = parsePolicy(config.policy);
+    this.subjects = parseSubjects(config.policy.subjects);
     this.generation++;
     this.cache.clear();
   }
