@@ -11,6 +11,10 @@ import { registerLoginCommand } from './login.ts';
 import { registerLogoutCommand } from './logout.ts';
 import { registerAuthCommands } from './auth/index.ts';
 import { registerTokenCommand } from './token.ts';
+import { registerQueryCommand } from './query.ts';
+import { registerShellCommand } from './shell/index.ts';
+import { registerQueriesCommand } from './queries.ts';
+import { registerRunCommand } from './run.ts';
 
 export const EXIT = { ok: 0, error: 1, usage: 2, auth: 4 } as const;
 
@@ -29,11 +33,17 @@ export function buildProgram(): Command {
   registerLogoutCommand(program);
   registerAuthCommands(program);
   registerTokenCommand(program);
+  registerQueryCommand(program);
+  registerShellCommand(program);
+  registerQueriesCommand(program);
+  registerRunCommand(program);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
+  // `scalple` alone on a terminal starts the interactive shell.
+  if (argv.length === 2 && process.stdin.isTTY && process.stdout.isTTY) argv = [...argv, 'shell'];
   try {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : EXIT.ok;

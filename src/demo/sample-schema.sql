@@ -34,7 +34,7 @@ SELECT g,
        lpad((100000000 + g * 7919)::text, 9, '0'),
        date '1960-01-01' + (g * 97 % 15000),
        '+49 30 ' || lpad((g * 31337 % 10000000)::text, 7, '0'),
-       CASE WHEN g % 3 = 0 THEN 'US' WHEN g % 3 = 1 THEN 'EU' ELSE 'APAC' END,
+       CASE WHEN g % 3 = 0 THEN 'EU' WHEN g % 3 = 1 THEN 'US' ELSE 'APAC' END,
        CASE WHEN g % 5 = 0 THEN 'pro' ELSE 'free' END
 FROM generate_series(1, 500) g
 ON CONFLICT DO NOTHING;

@@ -29,6 +29,7 @@ import { maskForOrigin, type ColumnMask, type PolicyDecision } from './mask-plan
 import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
 import { normalizeSync } from 'libpg-query';
 import { scalpleCall, checkArgs, paramTypeOid, textResult, type ScalpleCall } from './scalple-functions.ts';
+import type { SubjectPlan } from './subject-plan.ts';
 
 export interface SessionContext {
   config: ScalpleConfig;
@@ -58,6 +59,8 @@ export interface SessionInit {
 
 /** The masks of one execution: a copy of the statement's plan, completed by RowDescription. */
 interface ActivePlan {
+  /** How this execution's data subjects are read from its rows (and hidden columns stripped). */
+  subjects?: SubjectPlan;
   /** Masks from the statement's lineage. */
   base: readonly (ColumnMask | undefined)[];
   /** Masks in force for the rows now arriving (base, completed by RowDescription's origins). */
@@ -77,6 +80,9 @@ interface Execution {
   ddl: boolean;
   /** SET search_path that takes effect when this execution succeeds. */
   searchPath?: string[];
+  /** Data subjects seen in the rows ('customer:42'), and subjects touched with unknown keys. */
+  subjectKeys?: Set<string>;
+  subjectsPossible?: Record<string, string>;
 }
 
 /** What the proxy expects upstream to answer next, in order. */
@@ -98,6 +104,7 @@ interface Statement {
   decision: PolicyDecision;
   /** Reads a table with masked columns: results are checked against RowDescription's origins. */
   guarded: boolean;
+  subjects: SubjectPlan | undefined;
   /** The log id already tagged into the upstream Parse and not yet used by an execution. */
   unusedTagLogId?: string;
   tagLength: number;
@@ -342,8 +349,10 @@ export class Session {
       return;
     }
     if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
-    this.sendUp(queryMessage(tag + sql));
-    this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info)) });
+    const subjects = this.ctx.gate.subjectPlan(info);
+    this.startSubjects(exec, subjects);
+    this.sendUp(queryMessage(tag + (subjects?.upstreamSql ?? sql)));
+    this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info), subjects) });
   }
 
   /** scalple.named_queries(), scalple.run(…), scalple.last_masked(): answered here, never forwarded as such. */
@@ -389,10 +398,12 @@ export class Session {
         }
         // Run as an extended-protocol statement with typed parameters; the client, which sent a
         // simple query, sees RowDescription, rows, CommandComplete and ReadyForQuery.
-        const plan = this.activePlan(decision, this.guards(nqInfo));
+        const subjects = this.ctx.gate.subjectPlan(nqInfo);
+        this.startSubjects(exec, subjects);
+        const plan = this.activePlan(decision, this.guards(nqInfo), subjects);
         const types = new Writer().int16(q.params.length);
         for (const p of q.params) types.int32(paramTypeOid(p.type));
-        this.sendUp(parseMessage('', tag + q.sql, types.message(0).subarray(5)));
+        this.sendUp(parseMessage('', tag + (subjects?.upstreamSql ?? q.sql), types.message(0).subarray(5)));
         this.expect({ k: 'parse', hidden: true, tagLength: tag.length });
         const bind = new Writer().cstring('').cstring('').int16(0).int16(call.args.length);
         for (const a of call.args) {
@@ -446,11 +457,11 @@ export class Session {
     return false;
   }
 
-  private activePlan(decision: PolicyDecision, guarded: boolean): ActivePlan | undefined {
+  private activePlan(decision: PolicyDecision, guarded: boolean, subjects?: SubjectPlan): ActivePlan | undefined {
     const plan = decision.kind === 'allow' ? decision.plan : undefined;
-    if (!plan && !guarded) return undefined;
+    if (!plan && !guarded && !subjects) return undefined;
     const base = plan ? plan.columns : [];
-    return { base, columns: [...base], scrub: true };
+    return { base, columns: [...base], scrub: !!plan || guarded, ...(subjects ? { subjects } : {}) };
   }
 
   // ---- extended protocol
@@ -474,7 +485,7 @@ export class Session {
       this.failExtended(judged.refusal);
       return;
     }
-    const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, decision: judged.decision, guarded: this.guards(info), tagLength: 0 };
+    const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, decision: judged.decision, guarded: this.guards(info), subjects: this.ctx.gate.subjectPlan(info), tagLength: 0 };
     if (name && this.statements.has(name)) {
       this.failExtended({ sqlstate: '42P05', message: `prepared statement "${name}" already exists`, rule: 'protocol' });
       return;
@@ -494,7 +505,7 @@ export class Session {
     const tag = this.tag(logId);
     stmt.unusedTagLogId = logId;
     stmt.tagLength = tag.length;
-    this.sendUp(parseMessage('', tag + stmt.sql, stmt.paramTypes));
+    this.sendUp(parseMessage('', tag + (stmt.subjects?.upstreamSql ?? stmt.sql), stmt.paramTypes));
     this.expect({ k: 'parse', hidden, tagLength: tag.length });
     this.upstreamUnnamed = stmt;
     this.upstreamUnnamedSeq = this.syncSeq;
@@ -518,7 +529,7 @@ export class Session {
       this.failExtended({ sqlstate: '26000', message: name ? `prepared statement "${name}" does not exist` : 'unnamed prepared statement does not exist', rule: 'protocol' });
       return;
     }
-    const plan = this.activePlan(stmt.decision, stmt.guarded);
+    const plan = this.activePlan(stmt.decision, stmt.guarded, stmt.subjects);
     this.portals.set(portal, { stmt, params: decodeBindParams(rest), plan, described: false });
     if (stmt.info.setting) {
       this.answerLocally([bindComplete], false);
@@ -526,7 +537,8 @@ export class Session {
     }
     if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
     // Nothing masked may travel in binary: masked columns are asked for as text.
-    const bindRest = plan && plan.columns.some(Boolean) ? textForMasked(rest, plan.columns) : rest;
+    let bindRest = plan && plan.columns.some(Boolean) ? textForMasked(rest, plan.columns) : rest;
+    if (stmt.subjects?.hidden.length) bindRest = withHiddenFormats(bindRest, stmt.subjects);
     this.sendUp(name === '' && bindRest === rest ? f.raw : bindMessage(portal, '', bindRest));
     this.expect({ k: 'bind', hidden: false });
   }
@@ -547,7 +559,7 @@ export class Session {
       }
       if (!this.upstreamHolds(stmt)) this.parseUpstream(stmt, true);
       this.sendUp(name === '' ? f.raw : describeMessage('S', ''));
-      this.expect({ k: 'describe', hidden: false, plan: this.activePlan(stmt.decision, stmt.guarded) });
+      this.expect({ k: 'describe', hidden: false, plan: this.activePlan(stmt.decision, stmt.guarded, stmt.subjects) });
       return;
     }
     const portal = this.portals.get(name);
@@ -576,6 +588,7 @@ export class Session {
     const logId = stmt?.unusedTagLogId ?? randomUUID();
     if (stmt) stmt.unusedTagLogId = undefined;
     const exec = this.newExecution(logId, stmt?.tagLength ?? 0, info);
+    this.startSubjects(exec, stmt?.subjects);
     this.lastMasked = [];
     if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
     const decision = stmt?.decision ?? { kind: 'allow' as const };
@@ -874,7 +887,9 @@ export class Session {
         return h?.k === 'describe' && h.hidden ? 'drop' : 'forward';
       case Back.RowDescription: {
         const plan = h && (h.k === 'describe' || h.k === 'query') ? h.plan : undefined;
-        const out = plan ? this.maskRowDescription(body, plan) : 'forward';
+        let out: Buffer | 'forward' | 'drop' = plan ? this.maskRowDescription(body, plan) : 'forward';
+        // RETURNING added only to learn the subjects: the client expected no rows at all.
+        if (plan?.subjects?.dropAll) out = h?.k === 'describe' ? noData : 'drop';
         if (h?.k === 'describe') {
           this.pop();
           return h.hidden ? 'drop' : out;
@@ -889,7 +904,12 @@ export class Session {
         return 'forward';
       case Back.DataRow: {
         const plan = this.rowPlan();
-        return plan ? maskDataRow(body, plan.columns) : 'forward';
+        if (!plan) return 'forward';
+        const exec = h && (h.k === 'execute' || h.k === 'query') ? h.exec : undefined;
+        const sp = plan.subjects;
+        if (sp && exec?.subjectKeys) collectSubjectKeys(body, sp, exec.subjectKeys);
+        if (sp?.dropAll) return 'drop';
+        return maskDataRow(body, plan.columns, sp?.hidden.length ?? 0);
       }
       case Back.NoticeResponse:
         // A notice during a statement over masked tables may quote a value: withheld.
@@ -971,7 +991,8 @@ export class Session {
   private rowPlan(): ActivePlan | undefined {
     const h = this.head();
     if (!h || (h.k !== 'execute' && h.k !== 'query') || !h.plan) return undefined;
-    return h.plan.columns.some(Boolean) ? h.plan : undefined;
+    const sp = h.plan.subjects;
+    return h.plan.columns.some(Boolean) || (sp && (sp.capture.size || sp.hidden.length)) ? h.plan : undefined;
   }
 
   /**
@@ -980,7 +1001,10 @@ export class Session {
    * re-described as text.
    */
   private maskRowDescription(body: Buffer, plan: ActivePlan): Buffer | 'forward' {
-    const fields = parseRowDescription(body);
+    const hidden = plan.subjects?.hidden.length ?? 0;
+    const all = parseRowDescription(body);
+    // Hidden subject-key columns are the last ones: the client never sees them.
+    const fields = hidden ? all.slice(0, Math.max(0, all.length - hidden)) : all;
     const columns: (ColumnMask | undefined)[] = [];
     const lineageKnown = plan.base.length === fields.length;
     for (let i = 0; i < fields.length; i++) {
@@ -993,8 +1017,14 @@ export class Session {
     }
     plan.columns = columns;
     this.lastMasked = fields.flatMap((f, i) => (columns[i] ? [{ column: f.name.toString('utf8'), source: columns[i]!.source ?? '', mask: columns[i]!.label }] : []));
-    if (!columns.some(Boolean)) return 'forward';
+    if (!columns.some(Boolean) && !hidden) return 'forward';
     return encodeRowDescription(fields.map((f, i) => (columns[i] ? { ...f, tableOid: 0, attnum: 0, typeOid: 25, typlen: -1, typmod: -1, format: 0 } : f)));
+  }
+
+  private startSubjects(exec: Execution, plan: SubjectPlan | undefined): void {
+    if (!plan) return;
+    if (plan.capture.size || plan.hidden.length) exec.subjectKeys = new Set();
+    if (plan.possible.size) exec.subjectsPossible = Object.fromEntries(plan.possible);
   }
 
   /** A ReadyForQuery ended the batch `seq`: per-transaction settings end with the transaction. */
@@ -1023,6 +1053,8 @@ export class Session {
       ...(exec.sqlstate ? { sqlstate: exec.sqlstate } : {}),
       ...(exec.error ? { error: exec.error } : {}),
       durationMs,
+      ...(exec.subjectKeys?.size ? { subjectKeys: [...exec.subjectKeys] } : {}),
+      ...(exec.subjectsPossible ? { subjectsPossible: exec.subjectsPossible } : {}),
     });
     this.ctx.metrics.observe(durationMs, exec.sqlstate !== undefined);
     if (exec.ddl && !exec.sqlstate) {
@@ -1080,9 +1112,53 @@ function encodeRowDescription(fields: FieldDescription[]): Buffer {
   return b;
 }
 
-/** A DataRow with the masked columns' values replaced; other columns copied as they are. */
-function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[]): Buffer {
+/** Reads the subject keys of one row: captured output columns and the hidden ones at the end. */
+function collectSubjectKeys(body: Buffer, plan: SubjectPlan, into: Set<string>): void {
   const n = body.readInt16BE(0);
+  const firstHidden = n - plan.hidden.length;
+  let off = 2;
+  for (let i = 0; i < n; i++) {
+    const len = body.readInt32BE(off);
+    const subject = i >= firstHidden ? plan.hidden[i - firstHidden] : plan.capture.get(i);
+    if (subject && len >= 0) into.add(`${subject}:${keyText(body.subarray(off + 4, off + 4 + len))}`);
+    off += 4 + Math.max(len, 0);
+  }
+}
+
+/** A key as text: binary int4/int8 (a client asked for binary) decoded, anything else as UTF-8. */
+function keyText(v: Buffer): string {
+  if (v.length === 4 && v.some((b) => b < 0x20)) return String(v.readInt32BE(0));
+  if (v.length === 8 && v.some((b) => b < 0x20)) return v.readBigInt64BE(0).toString();
+  return v.toString('utf8');
+}
+
+/** Bind's result formats extended with text for the hidden subject-key columns. */
+function withHiddenFormats(rest: Buffer, plan: SubjectPlan): Buffer {
+  const r = new Reader(rest);
+  const nParamFormats = r.int16();
+  r.bytes(nParamFormats * 2);
+  const nParams = r.int16();
+  for (let i = 0; i < nParams; i++) {
+    const len = r.int32();
+    if (len > 0) r.bytes(len);
+  }
+  const resultStart = r.offset;
+  const nResult = r.int16();
+  if (nResult === 0) return rest;
+  const codes: number[] = [];
+  for (let i = 0; i < nResult; i++) codes.push(r.int16());
+  // One code for all columns stays valid for the hidden ones too (binary keys are decoded).
+  if (nResult === 1) return rest;
+  const all = [...codes, ...plan.hidden.map(() => 0)];
+  const tail = Buffer.allocUnsafe(2 + all.length * 2);
+  tail.writeInt16BE(all.length, 0);
+  all.forEach((c, i) => tail.writeInt16BE(c, 2 + i * 2));
+  return Buffer.concat([rest.subarray(0, resultStart), tail]);
+}
+
+/** A DataRow with the masked columns' values replaced and `hidden` trailing columns removed. */
+function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[], hidden = 0): Buffer {
+  const n = body.readInt16BE(0) - hidden;
   const parts: Buffer[] = [];
   let off = 2;
   let size = 2;
