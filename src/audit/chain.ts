@@ -263,6 +263,7 @@ export function toPendingRow(rec: AuditRecord, policyVersion: string): PendingRo
       row.decision = optText(rec.decision); row.rule = optText(rec.rule); row.policy_version = optText(rec.policyVersion ?? policyVersion);
       row.reason = optText(rec.reason); row.named_query = optText(rec.namedQuery);
       row.masked_fields = rec.maskedFields === undefined ? null : normJson(rec.maskedFields);
+      if (rec.grants?.length) row.detail = normJson({ grants: rec.grants.map((g) => ({ grant_id: g.grantId, role: g.role, reason: g.reason, by: g.by, until: g.until.toISOString() })) });
       return row;
     }
     case 'completion':

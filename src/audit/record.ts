@@ -15,6 +15,15 @@ export interface Principal {
 
 export type Decision = 'allow' | 'deny' | 'mask' | 'error';
 
+/** A time-boxed role (break glass) given to a person by another person. */
+export interface GrantInForce {
+  grantId: string;
+  role: string;
+  reason: string;
+  by: string;
+  until: Date;
+}
+
 export interface IntentRecord {
   type: 'intent';
   logId: string;
@@ -42,6 +51,8 @@ export interface IntentRecord {
   reason?: string;
   namedQuery?: string;
   maskedFields?: Record<string, string>;
+  /** Grants in force for this session: shown in every record they covered. */
+  grants?: GrantInForce[];
 }
 
 export interface CompletionRecord {
@@ -89,5 +100,7 @@ export interface AuditSink {
   healthy(): boolean;
   /** Is this person (sub or email) on the revocation list? */
   isRevoked(principal: Principal): Promise<boolean>;
+  /** Time-boxed roles in force for this person now. */
+  activeGrants(principal: Principal): Promise<GrantInForce[]>;
   close(): Promise<void>;
 }

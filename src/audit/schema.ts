@@ -173,6 +173,28 @@ ALTER TABLE scalple_audit.records ADD COLUMN IF NOT EXISTS subject_keys text[];
 CREATE INDEX IF NOT EXISTS records_subject_keys_idx ON scalple_audit.records USING gin (subject_keys) WHERE subject_keys IS NOT NULL;
 `,
   },
+  {
+    version: 3,
+    name: 'time-boxed role grants (break glass)',
+    sql: `
+CREATE TABLE IF NOT EXISTS scalple_audit.grants (
+  id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  grant_id    text        NOT NULL,
+  sub         text,
+  email       text,
+  role        text        NOT NULL,
+  reason      text        NOT NULL,
+  granted_by  text        NOT NULL,
+  starts_at   timestamptz NOT NULL,
+  expires_at  timestamptz NOT NULL,
+  CHECK (sub IS NOT NULL OR email IS NOT NULL),
+  CHECK (expires_at > starts_at)
+);
+CREATE INDEX IF NOT EXISTS grants_email_idx ON scalple_audit.grants (lower(email), expires_at);
+CREATE INDEX IF NOT EXISTS grants_sub_idx ON scalple_audit.grants (sub, expires_at);
+${appendOnlyTrigger('grants')}
+`,
+  },
 ];
 
 export const LATEST_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
@@ -268,7 +290,7 @@ export async function grantWriter(client: pg.Client, writerRole: string): Promis
     'REVOKE ALL ON SCHEMA scalple_audit FROM PUBLIC',
     `REVOKE ALL ON ALL TABLES IN SCHEMA scalple_audit FROM ${w}`,
     `GRANT USAGE ON SCHEMA scalple_audit TO ${w}`,
-    `GRANT SELECT, INSERT ON scalple_audit.records, scalple_audit.revocations TO ${w}`,
+    `GRANT SELECT, INSERT ON scalple_audit.records, scalple_audit.revocations, scalple_audit.grants TO ${w}`,
     `GRANT SELECT ON scalple_audit.migrations TO ${w}`,
     `GRANT USAGE ON ALL SEQUENCES IN SCHEMA scalple_audit TO ${w}`,
     `GRANT EXECUTE ON FUNCTION scalple_audit.ensure_partitions(timestamptz, integer) TO ${w}`,

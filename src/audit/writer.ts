@@ -21,6 +21,7 @@
 //   rename, coalesced), so a cut tail is detected by `scalple audit verify`.
 import pg from 'pg';
 import { createHash, randomUUID } from 'node:crypto';
+import type { GrantInForce } from './record.ts';
 import { AuditUnavailable, ScalpleError, errorMessage } from '../errors.ts';
 import type { AuditConfig } from '../policy/config.ts';
 import type { AuditSink, CompletionRecord, EventRecord, IntentRecord, Principal, AuditRecord } from './record.ts';
@@ -89,6 +90,18 @@ export interface RevokeInput {
   by: string;
 }
 
+export interface GrantInput {
+  sub?: string;
+  email?: string;
+  role: string;
+  reason: string;
+  /** Who gives it (email or sub of another person). */
+  by: string;
+  until: Date;
+}
+
+export type ActiveGrant = GrantInForce;
+
 /** What openAuditStore returns: the proxy's AuditSink plus operations for admin commands and health. */
 export interface AuditStore extends AuditSink {
   readonly chainId: string;
@@ -102,6 +115,10 @@ export interface AuditStore extends AuditSink {
   revoke(input: RevokeInput): Promise<void>;
   /** Takes a person off the revocation list (and records an event in the chain). */
   restore(input: RevokeInput): Promise<void>;
+  /** A time-boxed role for a person, given by another person (recorded in the chain). */
+  grant(input: GrantInput): Promise<ActiveGrant>;
+  /** Grants in force for this person now (cached briefly, like revocations). */
+  activeGrants(principal: Principal): Promise<ActiveGrant[]>;
   close(opts?: { timeoutMs?: number }): Promise<void>;
 }
 
@@ -235,6 +252,7 @@ class AuditWriter implements AuditStore {
   private closePromise: Promise<void> | undefined;
   private nextMaintenance = 0;
   private readonly revCache = new Map<string, { revoked: boolean; until: number }>();
+  private readonly grantCache = new Map<string, { grants: ActiveGrant[]; until: number }>();
 
   constructor(private readonly config: AuditConfig, private readonly opts: AuditStoreOptions) {
     this.chainId = config.chainId;
@@ -549,6 +567,48 @@ class AuditWriter implements AuditStore {
       throw new AuditUnavailable(`audit store unavailable: ${action} not applied (${pgMessage(err)})`, err);
     }
     this.revCache.clear();
+  }
+
+  async grant(input: GrantInput): Promise<ActiveGrant> {
+    if (!input.sub && !input.email) throw new ScalpleError('USAGE', 'grant needs the person\'s sub or email.');
+    if (input.email && input.by.toLowerCase() === input.email.toLowerCase()) throw new ScalpleError('USAGE', 'a grant must be given by another person.');
+    const grantId = randomUUID();
+    const now = new Date();
+    await this.event({
+      type: 'event', logId: grantId, ts: now, event: 'grant',
+      detail: { sub: input.sub ?? null, email: input.email ?? null, role: input.role, reason: input.reason, by: input.by, until: input.until.toISOString() },
+    });
+    try {
+      await this.pool.query(
+        `INSERT INTO scalple_audit.grants (grant_id, sub, email, role, reason, granted_by, starts_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+        [grantId, input.sub ?? null, input.email ?? null, input.role, input.reason, input.by, now, input.until],
+      );
+    } catch (err) {
+      throw new AuditUnavailable(`audit store unavailable: grant not applied (${pgMessage(err)})`, err);
+    }
+    this.grantCache.clear();
+    return { grantId, role: input.role, reason: input.reason, by: input.by, until: input.until };
+  }
+
+  async activeGrants(principal: Principal): Promise<ActiveGrant[]> {
+    const key = `${principal.sub}\u0000${principal.email ?? ''}`;
+    const now = Date.now();
+    const hit = this.grantCache.get(key);
+    if (hit && hit.until > now) return hit.grants.filter((g) => g.until.getTime() > now);
+    let grants: ActiveGrant[];
+    try {
+      const r = await this.pool.query<{ grant_id: string; role: string; reason: string; granted_by: string; expires_at: Date }>(
+        `SELECT grant_id, role, reason, granted_by, expires_at FROM scalple_audit.grants
+          WHERE (sub = $1 OR ($2::text IS NOT NULL AND lower(email) = lower($2::text))) AND starts_at <= now() AND expires_at > now()`,
+        [principal.sub, principal.email ?? null],
+      );
+      grants = r.rows.map((g) => ({ grantId: g.grant_id, role: g.role, reason: g.reason, by: g.granted_by, until: g.expires_at }));
+    } catch (err) {
+      throw new AuditUnavailable(`audit store unavailable: cannot read the grants (${pgMessage(err)})`, err);
+    }
+    if (this.grantCache.size > 10_000) this.grantCache.clear();
+    this.grantCache.set(key, { grants, until: now + (this.opts.revocationCacheMs ?? 2000) });
+    return grants;
   }
 
   close(opts: { timeoutMs?: number } = {}): Promise<void> {

@@ -5,6 +5,7 @@ import { Command, CommanderError } from 'commander';
 import { ScalpleError } from '../errors.ts';
 import { registerProxyCommand } from './proxy.ts';
 import { registerDemoCommand } from './demo.ts';
+import { registerAdminCommands } from './admin.ts';
 import { registerPolicyCommands } from './policy/explain.ts';
 import { registerAuditCommands } from './audit/index.ts';
 import { registerLoginCommand } from './login.ts';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
     .configureOutput({ writeErr: (s) => process.stderr.write(s), writeOut: (s) => process.stdout.write(s) });
   registerProxyCommand(program);
   registerDemoCommand(program);
+  registerAdminCommands(program);
   registerPolicyCommands(program);
   registerAuditCommands(program);
   registerLoginCommand(program);

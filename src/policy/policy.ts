@@ -152,9 +152,10 @@ function strList(v: unknown, where: string): string[] {
 }
 
 /** The merged role of a caller, or a refusal message when no role applies and there is no default. */
-export function effectiveRole(policy: Policy, principal: Principal): EffectiveRole | { refused: string } {
+export function effectiveRole(policy: Policy, principal: Principal, grantedRoles: readonly string[] = []): EffectiveRole | { refused: string } {
   const groups = new Set(principal.groups);
-  let chosen = [...policy.roles.values()].filter((r) => r.groups.some((g) => groups.has(g)));
+  // Roles from groups, plus roles granted for a while (break glass) that exist in this policy.
+  let chosen = [...policy.roles.values()].filter((r) => r.groups.some((g) => groups.has(g)) || grantedRoles.includes(r.name));
   if (!chosen.length && policy.defaultRole) chosen = [policy.roles.get(policy.defaultRole)!];
   if (!chosen.length) {
     if (policy.roles.size === 0) return unrestricted();

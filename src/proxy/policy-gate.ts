@@ -51,8 +51,8 @@ export class PolicyGate {
     return this.policy;
   }
 
-  roleFor(principal: Principal): EffectiveRole | { refused: string } {
-    return effectiveRole(this.policy, principal);
+  roleFor(principal: Principal, grantedRoles: readonly string[] = []): EffectiveRole | { refused: string } {
+    return effectiveRole(this.policy, principal, grantedRoles);
   }
 
   /** Role identity for caching: the merged role depends only on the role names and the policy. */

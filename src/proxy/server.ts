@@ -106,7 +106,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
       socket = outcome.socket;
       const { principal, expiresAt } = outcome.identity;
       if (await ctx.audit.isRevoked(principal)) throw new ScalpleError('AUTH_FAILED', 'access revoked: ask your administrator', { sqlstate: '28000' });
-      const role = gate.roleFor(principal);
+      const grants = await ctx.audit.activeGrants(principal);
+      const role = gate.roleFor(principal, grants.map((g) => g.role));
       if ('refused' in role) throw new ScalpleError('AUTH_FAILED', role.refused, { sqlstate: '28000' });
       const forwarded: Record<string, string> = {};
       for (const [k, v] of Object.entries(outcome.params)) {
@@ -137,6 +138,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
           status: up.status,
           settings: outcome.settings,
           role,
+          grants,
         },
         ctx,
       );

@@ -11,7 +11,7 @@ import type net from 'node:net';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ScalpleConfig } from '../policy/config.ts';
-import type { AuditSink, IntentRecord, Principal } from '../audit/record.ts';
+import type { AuditSink, GrantInForce, IntentRecord, Principal } from '../audit/record.ts';
 import { AuditUnavailable, errorMessage, ScalpleError } from '../errors.ts';
 import type { IdentityVerifier } from './identity.ts';
 import type { StatementAnalyzer, StatementInfo, ScalpleSetting, Refusal } from './statement-info.ts';
@@ -55,6 +55,8 @@ export interface SessionInit {
   /** `scalple.*` settings from the startup packet (e.g. scalple.reason). */
   settings: Record<string, string>;
   role: EffectiveRole;
+  /** Time-boxed roles in force when the session began; the session ends when the first expires. */
+  grants: GrantInForce[];
 }
 
 /** The masks of one execution: a copy of the statement's plan, completed by RowDescription. */
@@ -156,6 +158,7 @@ export class Session {
   private localReason: { value: string; untilSeq: number } | undefined;
   private closed = false;
   private expiryTimer: NodeJS.Timeout | undefined;
+  private grantTimer: NodeJS.Timeout | undefined;
   private searchPath: readonly string[] = DEFAULT_SEARCH_PATH;
   /** Masked outputs of the last statement, for scalple.last_masked(). */
   private lastMasked: { column: string; source: string; mask: string }[] = [];
@@ -191,6 +194,13 @@ export class Session {
       if (this.inbox.length < INBOX_HIGH_WATER) this.client.resume();
     });
     if (this.init.expiresAt !== undefined) this.armExpiry(this.init.expiresAt);
+    const grantEnd = Math.min(...this.init.grants.map((g) => g.until.getTime()));
+    if (Number.isFinite(grantEnd)) {
+      // The elevated role ends by itself: the session is closed so the next one gets the plain role.
+      const t = setTimeout(() => this.terminate('28000', 'your temporary role has expired: reconnect to continue with your usual role'), Math.min(Math.max(grantEnd - Date.now(), 0), 2 ** 31 - 1));
+      t.unref();
+      this.grantTimer = t;
+    }
     for (const b of upstreamLeftover) this.onUpstreamData(b);
     if (leftover.length) this.onClientData(leftover);
     this.client.resume();
@@ -220,6 +230,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.grantTimer) clearTimeout(this.grantTimer);
     this.client.destroy();
     this.upstream.destroy();
     // Executions that never completed still get a completion record.
@@ -693,6 +704,7 @@ export class Session {
       ...(reason ? { reason } : {}),
       ...(maskedFields && Object.keys(maskedFields).length ? { maskedFields } : {}),
       ...(namedQuery ? { namedQuery } : {}),
+      ...(this.init.grants.length ? { grants: this.init.grants } : {}),
     };
   }
 

@@ -68,7 +68,7 @@ describe('scalple audit', () => {
 
   it('init creates the schema under the admin role and grants the writer INSERT and SELECT', async () => {
     const r = await scalple(['audit', 'init', '--admin-url', env.adminUrl, '--config', configFile]);
-    expect(r.stderr, r.stderr).toMatch(/✓ scalple_audit at version 2 .* owned by scalple_admin \(applied: 1 records.*; 2 data subjects/);
+    expect(r.stderr, r.stderr).toMatch(/✓ scalple_audit at version 3 .* owned by scalple_admin \(applied: 1 records.*; 2 data subjects.*; 3 time-boxed/);
     expect(r.stderr).toContain(`✓ writer role ${WRITER.user}: INSERT and SELECT only`);
     expect(r.code).toBe(0);
     const again = await scalple(['audit', 'init', '--admin-url', env.adminUrl, '--config', configFile]);

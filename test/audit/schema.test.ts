@@ -34,7 +34,7 @@ describe('migrations', () => {
       expect(again.migrated.applied).toEqual([]);
       expect(again.migrated.to).toBe(LATEST_VERSION);
       const r = await c.query('SELECT version, applied_by FROM scalple_audit.migrations ORDER BY version');
-      expect(r.rows).toEqual([{ version: 1, applied_by: 'scalple_admin' }, { version: 2, applied_by: 'scalple_admin' }]);
+      expect(r.rows).toEqual([{ version: 1, applied_by: 'scalple_admin' }, { version: 2, applied_by: 'scalple_admin' }, { version: 3, applied_by: 'scalple_admin' }]);
       const owner = await c.query(`SELECT pg_get_userbyid(nspowner) AS o FROM pg_namespace WHERE nspname = 'scalple_audit'`);
       expect(owner.rows[0].o).toBe('scalple_admin');
     } finally {

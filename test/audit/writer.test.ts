@@ -272,7 +272,7 @@ describe('schema on start', () => {
     const store = await openAuditStore(env.config({ url: env.adminUrl }), { policyVersion: 'pv', logger: log });
     await store.intent(intent());
     await store.close();
-    expect(log.lines.some((l) => /audit schema migrated to version 2 by the proxy/.test(l.msg ?? ''))).toBe(true);
+    expect(log.lines.some((l) => /audit schema migrated to version 3 by the proxy/.test(l.msg ?? ''))).toBe(true);
     env.cleanup();
   });
 
