@@ -5,18 +5,16 @@ import { existsSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 
 const NEEDS = [
+  { pkg: 'postgresql-15', present: () => existsSync('/usr/lib/postgresql/15/bin/postgres') },
   { pkg: 'pgbouncer', present: () => ['/usr/sbin/pgbouncer', '/usr/bin/pgbouncer'].some(existsSync) },
   { pkg: 'postgresql-15-pgaudit', present: () => existsSync('/usr/lib/postgresql/15/lib/pgaudit.so') },
   { pkg: 'gnome-keyring', present: () => existsSync('/usr/bin/gnome-keyring-daemon') },
   { pkg: 'libsecret-tools', present: () => existsSync('/usr/bin/secret-tool') },
   { pkg: 'dbus', present: () => existsSync('/usr/bin/dbus-run-session') },
   { pkg: 'tmux', present: () => existsSync('/usr/bin/tmux') },
+  { pkg: 'chromium', present: () => existsSync('/usr/bin/chromium') },
 ];
 
-if (!existsSync('/usr/lib/postgresql/15/bin/postgres')) {
-  console.error('PostgreSQL 15 server binaries are missing (/usr/lib/postgresql/15/bin). Install: apt-get install postgresql-15');
-  process.exit(1);
-}
 const missing = NEEDS.filter((n) => !n.present()).map((n) => n.pkg);
 if (missing.length) {
   const isRoot = process.getuid?.() === 0;
