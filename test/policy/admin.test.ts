@@ -67,7 +67,7 @@ describe('scalple admin', () => {
     expect((await ended).message).toMatch(/temporary role has expired/);
     await stack.flushAudit();
     const rec = await stack.sql("SELECT detail FROM scalple_audit.records WHERE record_type = 'intent' AND email = 'alice@example.com' AND detail IS NOT NULL ORDER BY seq DESC LIMIT 1");
-    expect(rec.rows[0].detail.grants[0]).toMatchObject({ role: 'dba', reason: 'INC-4411 stuck payments' });
+    expect(rec.rows[0]!.detail.grants[0]).toMatchObject({ role: 'dba', reason: 'INC-4411 stuck payments' });
     // After expiry: masked again.
     const after = await stack.connect('alice@example.com');
     expect((await after.query('SELECT email FROM customers WHERE id = 5')).rows[0].email).toBe('c***@***.org');

@@ -67,6 +67,7 @@ describe('SIGKILL in the middle of a load', () => {
     const intents = await intentIds(stack);
     expect(seen.length).toBeGreaterThanOrEqual(400);
     const missing = seen.filter((id) => !intents.has(id));
+    if (missing.length) console.log(stack.pg.readLog().split('\n').filter((l) => missing.some((m) => l.includes(m))).join('\n'));
     expect(missing).toEqual([]);
     const report = await verify(`postgres://${AUDIT_WRITER}:${AUDIT_PASSWORD}@127.0.0.1:${stack.pg.port}/app`, HMAC_KEY);
     expect(report.problems).toEqual([]);

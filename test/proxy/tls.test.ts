@@ -32,6 +32,11 @@ beforeAll(async () => {
   }
   for (const set of ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]) await stack.sql(`ALTER SYSTEM SET ${set}`);
   await stack.sql('SELECT pg_reload_conf()');
+  // The postmaster reloads asynchronously: wait until a new session sees TLS on.
+  for (const t = Date.now(); (await stack.sql('SHOW ssl')).rows[0]!.ssl !== 'on'; ) {
+    if (Date.now() - t > 10_000) throw new Error('PostgreSQL did not turn TLS on');
+    await new Promise((r) => setTimeout(r, 50));
+  }
   // A second proxy on this stack: verify-full upstream, TLS for clients with a client CA (mTLS).
   const doc = YAML.parse(readFileSync(stack.configFile, 'utf8'));
   doc.listen = '127.0.0.1:0';
@@ -40,6 +45,7 @@ beforeAll(async () => {
   doc.applications = { batch: { cert_cn: 'billing-batch', groups: ['service'] } };
   doc.startup_timeout_ms = 500;
   doc.audit.chain_id = 'tls';
+  doc.audit.checkpoint_file = path.join(stack.dir, 'head-tls.json');
   const file = path.join(stack.dir, 'tls.yaml');
   writeFileSync(file, YAML.stringify(doc));
   const config = loadConfig(file);
