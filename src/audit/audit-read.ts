@@ -94,10 +94,12 @@ export async function recordAuditRead(config: ScalpleConfig, input: AuditReadInp
         by: (input.reader ?? localReader()) as unknown as Json,
       },
     });
-    return { logId, seq: store.head().seq };
+    const seq = store.head().seq;
+    await store.close();
+    return { logId, seq };
   } catch (err) {
+    // Give up on the record quickly: the command fails and shows nothing.
+    await store.close({ timeoutMs: 1000 }).catch(() => undefined);
     throw new AuditUnavailable(`this audit read could not be recorded, so it was not shown: ${errorMessage(err)}`, err);
-  } finally {
-    await store.close().catch(() => undefined);
   }
 }

@@ -102,5 +102,9 @@ export interface AuditSink {
   isRevoked(principal: Principal): Promise<boolean>;
   /** Time-boxed roles in force for this person now. */
   activeGrants(principal: Principal): Promise<GrantInForce[]>;
+  /** Admin actions the proxy performs for people whose role has `admin: true`. */
+  revoke(input: { email: string; reason?: string; by: string }): Promise<void>;
+  restore(input: { email: string; reason?: string; by: string }): Promise<void>;
+  grant(input: { email: string; role: string; reason: string; by: string; until: Date }): Promise<GrantInForce>;
   close(): Promise<void>;
 }

@@ -42,6 +42,8 @@ import type { Json } from './chain.ts';
  * - `columns`       schema.table.column read or written
  * - `masked_fields` { "schema.table.column": "mask" } for columns that were masked, or null
  * - `reason`        the access reason the person gave, or null
+ * - `grants`        time-boxed roles (break glass) in force for the statement:
+ *                   [{ grant_id, role, reason, by, until }], [] when none
  * - `decision`, `rule`, `policy_version` the policy decision ('allow' | 'mask' | …) and why
  * - `db_role`, `database`, `client_addr`, `application_name`, `session_id`
  * - `rows`          rows returned or affected (null when it failed before any row)
@@ -73,6 +75,7 @@ export interface SubjectAccess {
   columns: string[];
   masked_fields: Json;
   reason: string | null;
+  grants: Json[];
   decision: string | null;
   rule: string | null;
   policy_version: string | null;
@@ -93,8 +96,8 @@ export interface SubjectAccess {
 /** Field order of the CSV outputs (and of the documented JSON objects). */
 export const SUBJECT_ACCESS_FIELDS: (keyof SubjectAccess)[] = [
   'log_id', 'ts', 'completed_at', 'access', 'possible_reason', 'subject', 'key', 'sub', 'email', 'name', 'groups', 'principal_kind',
-  'application', 'acting_for', 'statement', 'params', 'named_query', 'kinds', 'tables', 'columns', 'masked_fields', 'reason', 'decision',
-  'rule', 'policy_version', 'db_role', 'database', 'client_addr', 'application_name', 'session_id', 'rows', 'sqlstate', 'error',
+  'application', 'acting_for', 'statement', 'params', 'named_query', 'kinds', 'tables', 'columns', 'masked_fields', 'reason', 'grants',
+  'decision', 'rule', 'policy_version', 'db_role', 'database', 'client_addr', 'application_name', 'session_id', 'rows', 'sqlstate', 'error',
   'duration_ms', 'chain_id', 'seq', 'completion_seq',
 ];
 
@@ -138,7 +141,7 @@ export function subjectTables(s: SubjectDef): string[] {
 
 const INTENT_FIELDS = ['seq', 'ts', 'sub', 'email', 'name', 'groups', 'principal_kind', 'application', 'acting_for', 'db_role', 'database',
   'client_addr', 'application_name', 'session_id', 'statement', 'params', 'kinds', 'tables', 'columns', 'decision', 'rule',
-  'policy_version', 'reason', 'named_query', 'masked_fields'];
+  'policy_version', 'reason', 'named_query', 'masked_fields', 'detail'];
 /** The intent's columns as the outer query names them (seq and ts are the completion's too: prefixed). */
 const INTENT_COLUMNS = INTENT_FIELDS.map((f) => (f === 'seq' || f === 'ts' ? `i.${f} AS i_${f}` : `i.${f}`)).join(', ');
 const INTENT_SELECT = INTENT_FIELDS.map((f) => `i.${f}`).join(', ');
@@ -237,6 +240,7 @@ function toAccess(x: Record<string, unknown>, subject: string, key: string, defi
     columns: (x.columns as string[] | null) ?? [],
     masked_fields: (x.masked_fields ?? null) as Json,
     reason: (x.reason as string | null) ?? null,
+    grants: grantsOf(x.detail),
     decision: (x.decision as string | null) ?? null,
     rule: (x.rule as string | null) ?? null,
     policy_version: (x.policy_version as string | null) ?? null,
@@ -253,6 +257,11 @@ function toAccess(x: Record<string, unknown>, subject: string, key: string, defi
     seq: num(x.i_seq),
     completion_seq: Number(x.c_seq),
   };
+}
+
+function grantsOf(detail: unknown): Json[] {
+  const g = detail && typeof detail === 'object' ? (detail as { grants?: unknown }).grants : undefined;
+  return Array.isArray(g) ? (g as Json[]) : [];
 }
 
 /** Earliest record the store still holds (older ones were dropped by retention), or null. */

@@ -3,6 +3,8 @@
 //   SELECT * FROM scalple.named_queries()            -- what the caller may run
 //   SELECT * FROM scalple.run('name', 'arg', …)      -- run one, arguments as text literals
 //   SELECT * FROM scalple.last_masked()              -- which outputs of the previous statement were masked
+//   SELECT * FROM scalple.admin_revoke('email', 'reason'), scalple.admin_restore('email'),
+//                 scalple.admin_grant('email', 'role', '2h', 'reason')   -- roles with admin: true
 import { parse } from '../sql/index.ts';
 import type { NamedQuery, NamedQueryParam } from '../policy/policy.ts';
 import { Writer, Back } from './protocol.ts';
@@ -11,6 +13,7 @@ export type ScalpleCall =
   | { fn: 'named_queries' }
   | { fn: 'last_masked' }
   | { fn: 'run'; name: string; args: string[] }
+  | { fn: 'admin_revoke' | 'admin_restore' | 'admin_grant'; args: string[] }
   | { fn: 'invalid'; message: string };
 
 type Node = Record<string, unknown>;
@@ -51,6 +54,10 @@ export function scalpleCall(sql: string, functions: readonly { schema: string | 
     case 'run':
       if (!args.length) return { fn: 'invalid', message: "scalple.run() needs the query name: SELECT * FROM scalple.run('get_order_by_id', '7')" };
       return { fn: 'run', name: args[0]!, args: args.slice(1) };
+    case 'admin_revoke':
+    case 'admin_restore':
+    case 'admin_grant':
+      return { fn: names[1], args };
     default:
       return { fn: 'invalid', message: USAGE };
   }

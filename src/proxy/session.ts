@@ -382,6 +382,14 @@ export class Session {
         this.answerLocally(textResult(['name', 'description', 'params', 'roles'], rows), true);
         return;
       }
+      case 'admin_revoke':
+      case 'admin_restore':
+      case 'admin_grant': {
+        const refusal = await this.adminCall(call.fn, call.args);
+        if (refusal) this.refuseSimple(refusal, sql, info);
+        else this.answerLocally(textResult(['status'], [[`${call.fn.replace('admin_', '')} done`]]), true);
+        return;
+      }
       case 'run': {
         const q = policy.namedQueries.get(call.name);
         if (!q || !mayRun(q.roles)) {
@@ -434,6 +442,31 @@ export class Session {
         return;
       }
     }
+  }
+
+  /** Admin actions through the proxy: only for roles with `admin: true`, done as the caller. */
+  private async adminCall(fn: 'admin_revoke' | 'admin_restore' | 'admin_grant', args: string[]): Promise<Refusal | undefined> {
+    const roleName = this.role.names.join('+') || 'default';
+    if (!this.role.admin) return { sqlstate: '42501', message: `scalple.${fn}() needs a role with admin: true (yours: ${roleName})`, rule: `roles.${roleName}.admin` };
+    const by = this.principal.email ?? this.principal.sub;
+    const email = args[0] ?? '';
+    if (!/^[^@\s]+@[^@\s]+$/.test(email)) return { sqlstate: '22023', message: `scalple.${fn}() needs the person's email first`, rule: 'scalple.functions' };
+    try {
+      if (fn === 'admin_revoke') await this.ctx.audit.revoke({ email, ...(args[1] ? { reason: args[1] } : {}), by });
+      else if (fn === 'admin_restore') await this.ctx.audit.restore({ email, ...(args[1] ? { reason: args[1] } : {}), by });
+      else {
+        const [, role, duration, reason] = args;
+        const m = /^(\d+)\s*(s|m|h|d)$/.exec(duration ?? '');
+        const ms = m ? Number(m[1]) * { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's'] : 0;
+        if (!role || !this.ctx.gate.current.roles.has(role)) return { sqlstate: '22023', message: `no role named ${role ?? '(none)'} in the policy`, rule: 'scalple.functions' };
+        if (!ms || ms > 7 * 86_400_000 || !reason) return { sqlstate: '22023', message: "scalple.admin_grant('email', 'role', '2h', 'reason'): a duration up to 7d and a reason are required", rule: 'scalple.functions' };
+        if (email.toLowerCase() === by.toLowerCase()) return { sqlstate: '42501', message: 'a grant must be given by another person', rule: 'admin.grant' };
+        await this.ctx.audit.grant({ email, role, reason, by, until: new Date(Date.now() + ms) });
+      }
+    } catch (err) {
+      return { sqlstate: err instanceof ScalpleError ? err.sqlstate : '57P03', message: errorMessage(err), rule: 'admin' };
+    }
+    return undefined;
   }
 
   /** The policy decision for this caller; with `enforce: false` it is only observed and recorded. */

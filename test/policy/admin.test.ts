@@ -73,4 +73,18 @@ describe('scalple admin', () => {
     expect((await after.query('SELECT email FROM customers WHERE id = 5')).rows[0].email).toBe('c***@***.org');
     await after.end();
   });
+
+  it('works through the proxy for roles with admin: true, as the caller, and only for them', async () => {
+    const a = await stack.connect('alice@example.com');
+    await expect(a.query("SELECT * FROM scalple.admin_revoke('bob@example.com', 'x')")).rejects.toMatchObject({ code: '42501', message: expect.stringMatching(/admin: true/) });
+    await a.end();
+    const c = await stack.connect('carol@example.com');
+    expect((await c.query("SELECT * FROM scalple.admin_revoke('bob@example.com', 'audit finding 12')")).rows).toEqual([{ status: 'revoke done' }]);
+    await expect(c.query("SELECT * FROM scalple.admin_grant('carol@example.com', 'dba', '1h', 'self')")).rejects.toMatchObject({ code: '42501', message: expect.stringMatching(/another person/) });
+    expect((await c.query("SELECT * FROM scalple.admin_restore('bob@example.com')")).rows).toEqual([{ status: 'restore done' }]);
+    await c.end();
+    await stack.flushAudit();
+    const ev = await stack.sql("SELECT event, detail->>'by' AS by FROM scalple_audit.records WHERE record_type = 'event' AND detail->>'email' = 'bob@example.com' ORDER BY ts");
+    expect(ev.rows).toEqual([{ event: 'revoke', by: 'carol@example.com' }, { event: 'restore', by: 'carol@example.com' }]);
+  });
 });

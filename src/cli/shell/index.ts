@@ -47,13 +47,26 @@ Example:
 
 export async function runShell(opts: ShellOptions, io: CliIo): Promise<void> {
   await sqlParserReady();
-  const session = await ProxySession.open({ ...(opts.profile ? { profile: opts.profile } : {}), env: io.env, stderr: io.stderr, applicationName: 'scalple shell', ...(opts.reason !== undefined ? { reason: opts.reason } : {}) });
   const interactive = io.stdin.isTTY === true;
+  let rl: readline.Interface | undefined;
+  const session = await ProxySession.open({
+    ...(opts.profile ? { profile: opts.profile } : {}),
+    env: io.env,
+    stderr: io.stderr,
+    applicationName: 'scalple shell',
+    ...(opts.reason !== undefined ? { reason: opts.reason } : {}),
+    // Said at once, over the prompt, rather than when the next statement fails.
+    onEnded: (reason, tokenExpired) => {
+      const what = tokenExpired ? '! The proxy ended the session (token expired); the next statement reconnects with a refreshed token.' : `! The proxy ended the session: ${reason}`;
+      io.stderr.write(`${interactive ? '\r\u001b[K' : ''}${what}\n`);
+      if (interactive) rl?.prompt(true);
+    },
+  });
   const c = chalkFor(io.stderr, io.env);
   const history = History.load(io.env);
   const loadCatalog = catalogLoader(() => session);
 
-  const rl = readline.createInterface({
+  rl = readline.createInterface({
     input: io.stdin,
     output: io.stderr as unknown as NodeJS.WritableStream,
     terminal: interactive && io.stderr.isTTY === true,

@@ -7,6 +7,9 @@ import { renderResult, type OutputFormat } from '../render.ts';
 import { ServerError, type ProxySession, type StatementOutcome } from './session.ts';
 import { startSpinner, writePaged, type PagerHooks } from './terminal.ts';
 
+/** After a second Ctrl-C, how long the CancelRequest may take to reach the proxy before the command exits anyway. */
+const QUIT_GRACE_MS = 1000;
+
 /** How results are shown; the shell changes these with \x and \timing. */
 export interface Display {
   format: OutputFormat;
@@ -62,17 +65,19 @@ export async function runStatement(sql: string, values: readonly string[] | unde
 async function runCancellable(sql: string, values: readonly string[] | undefined, deps: RunnerDeps): Promise<StatementOutcome> {
   const { io, session } = deps;
   let cancelling = false;
+  let cancelSent: Promise<void> = Promise.resolve();
   const spinner = startSpinner(io.stderr);
   const stopListening = deps.interrupts.during(() => {
+    spinner.stop();
     if (cancelling) {
-      spinner.stop();
       io.stderr.write('Cancelled.\n');
-      deps.quit();
+      // Quit once the CancelRequest has reached the proxy (at most a second), so the statement stops upstream too.
+      void Promise.race([cancelSent, new Promise((r) => setTimeout(r, QUIT_GRACE_MS))]).then(() => deps.quit());
+      return;
     }
     cancelling = true;
-    spinner.stop();
     io.stderr.write('Cancelling the statement… (Ctrl-C again to quit)\n');
-    void session.cancel();
+    cancelSent = session.cancel().catch(() => undefined);
   });
   try {
     return await session.execute(sql, values);

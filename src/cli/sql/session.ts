@@ -65,6 +65,8 @@ export interface ProxySessionOptions {
   applicationName: string;
   /** Sent as `SET scalple.reason = …` on connecting (and again after a reconnection). */
   reason?: string;
+  /** Called when the proxy ends the session while no statement runs (token expiry, revocation, shutdown). */
+  onEnded?: (reason: string, tokenExpired: boolean) => void;
   /** Swapped in tests. */
   freshToken?: (profile: string | undefined, options: FreshTokenOptions) => Promise<FreshToken>;
 }
@@ -154,7 +156,9 @@ export class ProxySession {
     this.fatal = undefined;
     // The session can end while idle (expiry, revocation, proxy shutdown): remember why.
     client.on('error', (err) => {
+      const first = this.fatal === undefined;
       if (!this.fatal || !(this.fatal instanceof pg.DatabaseError)) this.fatal = err;
+      if (first && this.client === client) this.opts.onEnded?.(errorMessage(err), isTokenExpiry(err));
     });
     client.on('notice', (n) => this.opts.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
     try {
