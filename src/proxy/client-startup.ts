@@ -30,19 +30,22 @@ export interface StartupOptions {
 
 const IDENTITY = 'scalple.identity';
 
-/** Reads untyped startup messages, switching to TLS when asked. */
-async function readStartupMessage(socket: net.Socket, framer: StartupFramer): Promise<{ body: Buffer; rest: Buffer }> {
+/**
+ * Feeds the socket's data to `take` until it returns a value; the socket is paused again then, so
+ * the next phase decides when to read on. Rejects when the client goes away first.
+ */
+function readUntil<T>(socket: net.Socket, take: (chunk: Buffer) => T | undefined, what: string): Promise<T> {
   return new Promise((resolve, reject) => {
     const onData = (chunk: Buffer) => {
-      let got: ReturnType<StartupFramer['push']>;
+      let got: T | undefined;
       try {
-        got = framer.push(chunk);
+        got = take(chunk);
       } catch (err) {
         cleanup();
         reject(err);
         return;
       }
-      if (got) {
+      if (got !== undefined) {
         cleanup();
         socket.pause();
         resolve(got);
@@ -50,7 +53,7 @@ async function readStartupMessage(socket: net.Socket, framer: StartupFramer): Pr
     };
     const onEnd = () => {
       cleanup();
-      reject(new ProtocolViolation('client closed the connection during startup'));
+      reject(new ProtocolViolation(`client closed the connection ${what}`));
     };
     const cleanup = () => {
       socket.off('data', onData);
@@ -64,48 +67,20 @@ async function readStartupMessage(socket: net.Socket, framer: StartupFramer): Pr
   });
 }
 
+function readStartupMessage(socket: net.Socket, framer: StartupFramer): Promise<{ body: Buffer; rest: Buffer }> {
+  return readUntil(socket, (chunk) => framer.push(chunk) ?? undefined, 'during startup');
+}
+
 async function readPassword(socket: net.Socket, first: Buffer): Promise<{ password: string; rest: Buffer }> {
   const framer = new MessageFramer();
-  const handle = (chunk: Buffer) => {
+  const take = (chunk: Buffer) => {
     const frames = framer.push(chunk);
     if (!frames.length) return undefined;
     const f = frames[0]!;
     if (f.type !== Front.Password) throw new ProtocolViolation('expected a password message');
-    const password = new Reader(f.body).cstring();
-    return { password, rest: Buffer.concat(frames.slice(1).map((x) => x.raw)) };
+    return { password: new Reader(f.body).cstring(), rest: Buffer.concat(frames.slice(1).map((x) => x.raw)) };
   };
-  if (first.length) {
-    const got = handle(first);
-    if (got) return got;
-  }
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      try {
-        const got = handle(chunk);
-        if (got) {
-          cleanup();
-          socket.pause();
-          resolve(got);
-        }
-      } catch (err) {
-        cleanup();
-        reject(err);
-      }
-    };
-    const onEnd = () => {
-      cleanup();
-      reject(new ProtocolViolation('client closed the connection before sending a password'));
-    };
-    const cleanup = () => {
-      socket.off('data', onData);
-      socket.off('end', onEnd);
-      socket.off('error', onEnd);
-    };
-    socket.on('data', onData);
-    socket.once('end', onEnd);
-    socket.once('error', onEnd);
-    socket.resume();
-  });
+  return (first.length ? take(first) : undefined) ?? readUntil(socket, take, 'before sending a password');
 }
 
 function upgradeToTls(socket: net.Socket, opts: StartupOptions): Promise<tls.TLSSocket> {

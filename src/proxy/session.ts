@@ -1177,8 +1177,8 @@ function keyText(v: Buffer): string {
   return v.toString('utf8');
 }
 
-/** Bind's result formats extended with text for the hidden subject-key columns. */
-function withHiddenFormats(rest: Buffer, plan: SubjectPlan): Buffer {
+/** Where Bind's result format codes start in the part after the statement name, and the codes. */
+function resultFormats(rest: Buffer): { start: number; codes: number[] } {
   const r = new Reader(rest);
   const nParamFormats = r.int16();
   r.bytes(nParamFormats * 2);
@@ -1187,18 +1187,27 @@ function withHiddenFormats(rest: Buffer, plan: SubjectPlan): Buffer {
     const len = r.int32();
     if (len > 0) r.bytes(len);
   }
-  const resultStart = r.offset;
-  const nResult = r.int16();
-  if (nResult === 0) return rest;
+  const start = r.offset;
+  const n = r.int16();
   const codes: number[] = [];
-  for (let i = 0; i < nResult; i++) codes.push(r.int16());
-  // One code for all columns stays valid for the hidden ones too (binary keys are decoded).
-  if (nResult === 1) return rest;
-  const all = [...codes, ...plan.hidden.map(() => 0)];
-  const tail = Buffer.allocUnsafe(2 + all.length * 2);
-  tail.writeInt16BE(all.length, 0);
-  all.forEach((c, i) => tail.writeInt16BE(c, 2 + i * 2));
-  return Buffer.concat([rest.subarray(0, resultStart), tail]);
+  for (let i = 0; i < n; i++) codes.push(r.int16());
+  return { start, codes };
+}
+
+function withResultFormats(rest: Buffer, start: number, codes: number[]): Buffer {
+  const tail = Buffer.allocUnsafe(2 + codes.length * 2);
+  tail.writeInt16BE(codes.length, 0);
+  codes.forEach((c, i) => tail.writeInt16BE(c, 2 + i * 2));
+  return Buffer.concat([rest.subarray(0, start), tail]);
+}
+
+/** Bind's result formats extended with text for the hidden subject-key columns. */
+function withHiddenFormats(rest: Buffer, plan: SubjectPlan): Buffer {
+  const { start, codes } = resultFormats(rest);
+  // No codes (all text) or one code for all columns stays valid for the hidden ones too
+  // (binary keys are decoded).
+  if (codes.length <= 1) return rest;
+  return withResultFormats(rest, start, [...codes, ...plan.hidden.map(() => 0)]);
 }
 
 /** A DataRow with the masked columns' values replaced and `hidden` trailing columns removed. */
@@ -1239,26 +1248,10 @@ function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[],
 
 /** Bind's result format codes with every masked column asked for as text. */
 function textForMasked(rest: Buffer, columns: readonly (ColumnMask | undefined)[]): Buffer {
-  const r = new Reader(rest);
-  const nParamFormats = r.int16();
-  r.bytes(nParamFormats * 2);
-  const nParams = r.int16();
-  for (let i = 0; i < nParams; i++) {
-    const len = r.int32();
-    if (len > 0) r.bytes(len);
-  }
-  const resultStart = r.offset;
-  const nResult = r.int16();
-  if (nResult === 0) return rest;
-  const codes: number[] = [];
-  for (let i = 0; i < nResult; i++) codes.push(r.int16());
+  const { start, codes } = resultFormats(rest);
   if (!codes.some((c) => c !== 0)) return rest;
-  const per = nResult === 1 ? columns.map(() => codes[0]!) : codes;
-  const fixed = per.map((c, i) => (columns[i] ? 0 : c));
-  const tail = Buffer.allocUnsafe(2 + fixed.length * 2);
-  tail.writeInt16BE(fixed.length, 0);
-  fixed.forEach((c, i) => tail.writeInt16BE(c, 2 + i * 2));
-  return Buffer.concat([rest.subarray(0, resultStart), tail]);
+  const per = codes.length === 1 ? columns.map(() => codes[0]!) : codes;
+  return withResultFormats(rest, start, per.map((c, i) => (columns[i] ? 0 : c)));
 }
 
 /** Bind parameters as text for the audit record (binary ones as \x hex), each capped in length. */
