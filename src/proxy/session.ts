@@ -223,15 +223,17 @@ export class Session {
     this.ctx.logger.info({ session: this.id, sub: this.principal.sub, reason: message }, 'session terminated');
     this.client.end(errorResponse({ severity: 'FATAL', code: sqlstate, message }));
     this.upstream.destroy();
-    this.close();
+    this.close(true);
   }
 
-  close(): void {
+  /** `lingering`: the client is being told why (FATAL written): let it flush, destroy it later. */
+  close(lingering = false): void {
     if (this.closed) return;
     this.closed = true;
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
     if (this.grantTimer) clearTimeout(this.grantTimer);
-    this.client.destroy();
+    if (lingering) setTimeout(() => this.client.destroy(), 2000).unref();
+    else this.client.destroy();
     this.upstream.destroy();
     // Executions that never completed still get a completion record.
     for (let i = this.pendingHead; i < this.pending.length; i++) {
