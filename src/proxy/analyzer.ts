@@ -7,8 +7,14 @@ import type { PoolMode } from '../policy/config.ts';
 import { analyse, ensureParser, resolveAccess, Catalog, DEFAULT_SEARCH_PATH, type Access, type Analysis } from '../sql/index.ts';
 import { errorMessage } from '../errors.ts';
 import type { StatementAnalyzer, StatementInfo } from './statement-info.ts';
+import { literalShape } from './literal-shape.ts';
 
 export interface AnalyzerOptions {
+  /**
+   * May this analysis serve other texts of the same literal shape? No when the proxy rewrites the
+   * text itself (hidden subject keys) or takes values from it (scalple.* settings).
+   */
+  shareable?: (info: StatementInfo) => boolean;
   poolMode: PoolMode;
   /** Where the catalog is read from: the upstream, with the shared credential. */
   upstreamUrl: string;
@@ -39,6 +45,9 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
   };
   // Role-independent views, per text and search_path; cleared when the catalog changes.
   const cache = new Map<string, { uid: number; info: StatementInfo }>();
+  // Texts that differ only in literal values share one analysis (keyed by shape).
+  const shapes = new Map<string, { uid: number; info: StatementInfo }>();
+  const shareable = (info: StatementInfo) => !info.setting && !info.searchPath && !info.refusal && info.analysis?.ok === true && !/scalple/i.test(info.analysis.sql) && (opts.shareable?.(info) ?? true);
 
   function build(sql: string, analysis: Analysis, access: Access | null): StatementInfo {
     if (!analysis.ok) {
@@ -86,6 +95,11 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
       const snap = catalog.fresh();
       const hit = cache.get(key);
       if (hit && snap && hit.uid === snap.uid) return hit.info;
+      const shape = searchPath === DEFAULT_SEARCH_PATH && sql.length < 8192 ? literalShape(sql) : undefined;
+      if (shape && snap) {
+        const same = shapes.get(shape);
+        if (same && same.uid === snap.uid) return same.info;
+      }
       const analysis = analyse(sql);
       if (!analysis.ok || analysis.touchesAuditSchema) return build(sql, analysis, null);
       const resolve = (s: Parameters<typeof resolveAccess>[1]): Access | null => {
@@ -100,6 +114,10 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
         const info = build(sql, analysis, access);
         if (cache.size >= 5000) cache.delete(cache.keys().next().value as string);
         cache.set(key, { uid: s.uid, info });
+        if (shape && shareable(info)) {
+          if (shapes.size >= 5000) shapes.delete(shapes.keys().next().value as string);
+          shapes.set(shape, { uid: s.uid, info });
+        }
         return info;
       };
       if (snap && userFunctions && Date.now() - userFunctions.at < 60_000) return finish(snap, resolve(snap));

@@ -52,8 +52,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
   const logger = deps.logger ?? pino({ name: 'scalple' }, pino.destination(2));
   const metrics = new Metrics();
   const verifier = new IdentityVerifier(config.identity, config.applications);
-  const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode, upstreamUrl: config.upstream, logger }));
   const gate = new PolicyGate(config);
+  const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode, upstreamUrl: config.upstream, logger, shareable: (info) => !gate.subjectPlan(info)?.upstreamSql }));
   const upstream: UpstreamTarget = parseUpstreamUrl(config.upstream);
   const upstreamReadonly: UpstreamTarget | undefined = config.upstreamReadonly ? parseUpstreamUrl(config.upstreamReadonly) : undefined;
   const secureContext = config.tls
@@ -104,6 +104,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         return;
       }
       socket = outcome.socket;
+      // The client has proven who it is: the startup timeout was for it; upstream has its own.
+      clearTimeout(timer);
       const { principal, expiresAt } = outcome.identity;
       if (await ctx.audit.isRevoked(principal)) throw new ScalpleError('AUTH_FAILED', 'access revoked: ask your administrator', { sqlstate: '28000' });
       const grants = await ctx.audit.activeGrants(principal);

@@ -131,6 +131,7 @@ export class Session {
   private readonly init: SessionInit;
   private readonly userLabel: string;
   private readonly transactionPooled: boolean;
+  private readonly buffered: boolean;
   private readonly framer = new MessageFramer();
 
   private inbox: Frame[] = [];
@@ -176,6 +177,7 @@ export class Session {
     this.status = init.status;
     this.userLabel = principalLabel(init.principal);
     this.transactionPooled = ctx.config.upstreamPoolMode === 'transaction';
+    this.buffered = ctx.config.audit.durability === 'buffered';
     if (init.settings['scalple.reason']) this.reason = init.settings['scalple.reason'];
     this.role = init.role;
     this.roleKey = ctx.gate.roleKey(init.role);
@@ -338,14 +340,14 @@ export class Session {
 
   // ---- simple query
 
-  private async onQuery(sql: string): Promise<void> {
-    const info = await this.ctx.analyzer.describe(sql, this.searchPath);
-    if (info.setting) {
-      const refusal = info.kinds.length > 1 ? 'a scalple.* setting must be sent as a statement of its own' : await this.applySetting(info.setting);
-      if (refusal) this.refuseSimple({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' }, sql, info);
-      else this.answerLocally([commandComplete(info.setting.value === null ? 'RESET' : 'SET')], true);
-      return;
-    }
+  private onQuery(sql: string): void | Promise<void> {
+    // Synchronous on the hot path (analysis cached, buffered audit): one write upstream per batch.
+    const info = this.ctx.analyzer.describe(sql, this.searchPath);
+    return info instanceof Promise ? info.then((i) => this.queryWith(sql, i)) : this.queryWith(sql, info);
+  }
+
+  private queryWith(sql: string, info: StatementInfo): void | Promise<void> {
+    if (info.setting) return this.settingQuery(sql, info, info.setting);
     const call = info.analysis?.ok ? scalpleCall(sql, info.analysis.statements.flatMap((st) => st.functions)) : undefined;
     if (call) return this.answerScalpleCall(call, sql, info);
     const { refusal, decision, observed } = this.judge(info);
@@ -357,15 +359,25 @@ export class Session {
     const logId = randomUUID();
     const tag = this.tag(logId);
     const exec = this.newExecution(logId, tag.length, info);
-    if (!(await this.recordIntent(exec, sql, info, undefined, decision, observed))) {
-      this.answerLocally([errorResponse(this.auditUnavailable())], true);
-      return;
-    }
-    if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
-    const subjects = this.ctx.gate.subjectPlan(info);
-    this.startSubjects(exec, subjects);
-    this.sendUp(queryMessage(tag + (subjects?.upstreamSql ?? sql)));
-    this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info), subjects) });
+    const forward = (recorded: boolean): void => {
+      if (!recorded) {
+        this.answerLocally([errorResponse(this.auditUnavailable())], true);
+        return;
+      }
+      if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
+      const subjects = this.ctx.gate.subjectPlan(info);
+      this.startSubjects(exec, subjects);
+      this.sendUp(queryMessage(tag + (subjects?.upstreamSql ?? sql)));
+      this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info), subjects) });
+    };
+    const recorded = this.recordIntent(exec, sql, info, undefined, decision, observed);
+    return typeof recorded === 'boolean' ? forward(recorded) : recorded.then(forward);
+  }
+
+  private async settingQuery(sql: string, info: StatementInfo, setting: ScalpleSetting): Promise<void> {
+    const refusal = info.kinds.length > 1 ? 'a scalple.* setting must be sent as a statement of its own' : await this.applySetting(setting);
+    if (refusal) this.refuseSimple({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' }, sql, info);
+    else this.answerLocally([commandComplete(setting.value === null ? 'RESET' : 'SET')], true);
   }
 
   /** scalple.named_queries(), scalple.run(…), scalple.last_masked(): answered here, never forwarded as such. */
@@ -512,12 +524,17 @@ export class Session {
 
   // ---- extended protocol
 
-  private async onParse(f: Frame): Promise<void> {
+  private onParse(f: Frame): void | Promise<void> {
     const r = new Reader(f.body);
     const name = r.cstring();
     const sql = r.cstring();
     const paramTypes = r.rest();
-    const info = await this.ctx.analyzer.describe(sql, this.searchPath);
+    const described = this.ctx.analyzer.describe(sql, this.searchPath);
+    if (described instanceof Promise) return described.then((info) => this.parseWith(name, sql, paramTypes, info));
+    return this.parseWith(name, sql, paramTypes, described);
+  }
+
+  private parseWith(name: string, sql: string, paramTypes: Buffer, info: StatementInfo): void | Promise<void> {
     const call = info.analysis?.ok && scalpleCall(sql, info.analysis.statements.flatMap((st) => st.functions));
     const judged: { refusal?: Refusal; decision: PolicyDecision; observed?: string } = call
       ? { refusal: { sqlstate: '0A000', message: 'scalple.* functions are answered on the simple query protocol only (psql, or preferQueryMode=simple for JDBC)', rule: 'scalple.functions' }, decision: { kind: 'allow' } }
@@ -527,9 +544,8 @@ export class Session {
         : { decision: { kind: 'allow' } }
       : this.judge(info);
     if (judged.refusal) {
-      await this.recordRefusal(sql, info, judged.refusal, judged.decision);
-      this.failExtended(judged.refusal);
-      return;
+      const refusal = judged.refusal;
+      return this.recordRefusal(sql, info, refusal, judged.decision).then(() => this.failExtended(refusal));
     }
     const stmt: Statement = { sql, paramTypes: Buffer.from(paramTypes), info, decision: judged.decision, guarded: this.guards(info), subjects: this.ctx.gate.subjectPlan(info), tagLength: 0 };
     if (name && this.statements.has(name)) {
@@ -618,14 +634,15 @@ export class Session {
     this.expect({ k: 'describe', hidden: false, plan: portal?.plan });
   }
 
-  private async onExecute(f: Frame): Promise<void> {
+  private onExecute(f: Frame): void | Promise<void> {
     const name = new Reader(f.body).cstring();
     const portal = this.portals.get(name);
-    if (portal?.stmt.info.setting) {
-      const refusal = await this.applySetting(portal.stmt.info.setting);
-      if (refusal) this.failExtended({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' });
-      else this.answerLocally([commandComplete(portal.stmt.info.setting.value === null ? 'RESET' : 'SET')], false);
-      return;
+    const setting = portal?.stmt.info.setting;
+    if (setting) {
+      return this.applySetting(setting).then((refusal) => {
+        if (refusal) this.failExtended({ sqlstate: '22023', message: refusal, rule: 'scalple.setting' });
+        else this.answerLocally([commandComplete(setting.value === null ? 'RESET' : 'SET')], false);
+      });
     }
     const stmt = portal?.stmt;
     const info = stmt?.info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false };
@@ -639,10 +656,18 @@ export class Session {
     if (info.searchPath && !this.transactionPooled) exec.searchPath = info.searchPath;
     const decision = stmt?.decision ?? { kind: 'allow' as const };
     const observed = stmt && !this.ctx.gate.enforce ? this.judge(stmt.info).observed : undefined;
-    if (!(await this.recordIntent(exec, stmt?.sql ?? '(unknown portal)', info, portal?.params, decision, observed))) {
-      this.failExtended(this.auditUnavailableRefusal());
-      return;
-    }
+    const forward = (recorded: boolean): void => {
+      if (!recorded) {
+        this.failExtended(this.auditUnavailableRefusal());
+        return;
+      }
+      this.forwardExecute(f, name, portal, exec);
+    };
+    const recorded = this.recordIntent(exec, stmt?.sql ?? '(unknown portal)', info, portal?.params, decision, observed);
+    return typeof recorded === 'boolean' ? forward(recorded) : recorded.then(forward);
+  }
+
+  private forwardExecute(f: Frame, name: string, portal: Portal | undefined, exec: Execution): void {
     if (portal?.plan && !portal.described) {
       // Executed without Describe (pgjdbc after prepareThreshold): ask for the row description
       // ourselves, hidden from the client, to check the plan against the columns' origins.
@@ -759,17 +784,30 @@ export class Session {
   }
 
   /** Writes the intent; false when the audit store cannot take it (the statement must not run). */
-  private async recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: PolicyDecision, observed?: string, namedQuery?: string): Promise<boolean> {
+  /**
+   * Writes the intent; false when the audit store cannot take it (the statement must not run).
+   * buffered: decided synchronously (the queue has room and the store is up), so the hot path never
+   * waits; strict: resolves once the intent is committed.
+   */
+  private recordIntent(exec: Execution, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: PolicyDecision, observed?: string, namedQuery?: string): boolean | Promise<boolean> {
     const maskedFields = decision.kind === 'allow' ? decision.maskedFields : undefined;
-    try {
-      await this.ctx.audit.intent(this.intentRecord(exec.logId, sql, info, params, maskedFields ? 'mask' : 'allow', observed, maskedFields, namedQuery));
-      this.ctx.metrics.statement();
-      return true;
-    } catch (err) {
+    const record = this.intentRecord(exec.logId, sql, info, params, maskedFields ? 'mask' : 'allow', observed, maskedFields, namedQuery);
+    const refused = (err: unknown): false => {
       this.ctx.metrics.auditRefusal();
       this.ctx.logger.error({ session: this.id, err: errorMessage(err) }, 'audit store refused an intent; statement not forwarded');
       return false;
+    };
+    if (this.buffered) {
+      if (!this.ctx.audit.healthy()) return refused(new AuditUnavailable('audit queue full or store unreachable'));
+      // Accepted: healthy() is exactly the condition under which a buffered intent is queued.
+      this.ctx.audit.intent(record).catch((err) => this.ctx.logger.error({ session: this.id, log_id: exec.logId, err: errorMessage(err) }, 'buffered intent could not be queued after its statement was forwarded'));
+      this.ctx.metrics.statement();
+      return true;
     }
+    return this.ctx.audit.intent(record).then(() => {
+      this.ctx.metrics.statement();
+      return true;
+    }, refused);
   }
 
   private async recordRefusal(sql: string, info: StatementInfo, refusal: Refusal, _decision?: PolicyDecision): Promise<void> {
