@@ -29,7 +29,7 @@
 // - It uses the statement's timestamp as its clock (deterministic, and replayable).
 import { ConfigError } from '../errors.ts';
 import {
-  type AnomaliesConfig, type PeerBasis, DAY_MS, choosePeers, describeWorkingHours, localTime, mad, median, minNewSubjects,
+  type AnomaliesConfig, type PeerBasis, DAY_MS, describeWorkingHours, localTime, mad, median, minNewSubjects,
   missingReason, peerKey, webhookUrl as checkWebhookUrl, withinWorkingHours,
 } from './anomalies.ts';
 
@@ -104,7 +104,8 @@ export function hash32(s: string): number {
   return h >>> 0;
 }
 
-function addToRegisters(reg: Uint8Array, h: number): boolean {
+/** Adds a 32-bit hash to HyperLogLog registers (256 of them); true when a register grew. */
+export function addToRegisters(reg: Uint8Array, h: number): boolean {
   const idx = h >>> (32 - P);
   const w = (h << P) >>> 0;
   const rank = w === 0 ? 32 - P + 1 : Math.clz32(w) + 1;
@@ -135,20 +136,6 @@ class Bucket {
   sparse: Set<number> | null = new Set();
   dense: Uint8Array | null = null;
   constructor(readonly index: number) {}
-  /** True when the bucket changed. */
-  add(h: number): boolean {
-    if (this.sparse) {
-      if (this.sparse.has(h)) return false;
-      this.sparse.add(h);
-      if (this.sparse.size > SPARSE_MAX) {
-        this.dense = new Uint8Array(M);
-        for (const x of this.sparse) addToRegisters(this.dense, x);
-        this.sparse = null;
-      }
-      return true;
-    }
-    return addToRegisters(this.dense!, h);
-  }
 }
 
 interface PersonState {
@@ -160,10 +147,39 @@ interface PersonState {
   /** Statements per bucket index (same indexes as buckets). */
   statements: Map<number, number>;
   lastMs: number;
+  /** Hash -> number of sparse buckets of the window holding it: the exact union while no bucket is dense. */
+  union: Map<number, number>;
+  denseBuckets: number;
   estimate: number;
+  /** A dense bucket changed or left: the HLL estimate must be recomputed. */
   dirty: boolean;
   lastAlert: Map<AlertKind, number>;
   suppressed: Map<AlertKind, number>;
+}
+
+interface SnapshotEntry {
+  person: string;
+  groups: string[];
+  key: string;
+  subjects: number;
+  statements: number;
+}
+
+interface Snapshot {
+  atMs: number;
+  version: number;
+  entries: SnapshotEntry[];
+  byKey: Map<string, SnapshotEntry[]>;
+}
+
+interface PeerFigures {
+  version: number;
+  key: string;
+  median: number;
+  mad: number;
+  peers: number;
+  basis: PeerBasis;
+  medianStatements: number;
 }
 
 export class LiveAlerts {
@@ -174,8 +190,10 @@ export class LiveAlerts {
   readonly #maxInFlight: number;
   readonly #peerRefreshMs: number;
   readonly #fetch: typeof fetch;
+  readonly #floor: number;
   readonly #people = new Map<string, PersonState>();
-  readonly #peerCache = new Map<string, { atMs: number; median: number; mad: number; peers: number; basis: PeerBasis; medianStatements: number }>();
+  readonly #peerCache = new Map<string, PeerFigures>();
+  #snapshot: Snapshot | undefined;
   readonly #inFlight = new Set<Promise<void>>();
   #stats: LiveAlertsStats = { people: 0, alerts: 0, suppressed: 0, webhookSent: 0, webhookFailed: 0, webhookDropped: 0 };
 
@@ -193,6 +211,7 @@ export class LiveAlerts {
     this.#maxInFlight = options.maxInFlight ?? 32;
     this.#peerRefreshMs = options.peerRefreshMs ?? 5 * 60_000;
     this.#fetch = options.fetch ?? fetch;
+    this.#floor = minNewSubjects(config, config.windowMs);
     if (this.#maxInFlight < 1) throw new ConfigError('LiveAlerts: maxInFlight must be at least 1.');
   }
 
@@ -240,12 +259,40 @@ export class LiveAlerts {
         b = new Bucket(bi);
         p.buckets.push(b);
       }
-      if (b) for (const k of definite) if (b.add(hash32(k))) p.dirty = true;
+      if (b) for (const k of definite) this.#add(p, b, hash32(k));
     }
     this.#expire(p, bi);
-    const floor = minNewSubjects(cfg, cfg.windowMs);
     const est = this.#estimate(p);
-    if (est >= floor) this.#checkPeer(p, e, est, floor, tsMs);
+    if (est >= this.#floor) this.#checkPeer(p, e, est, this.#floor, tsMs);
+  }
+
+  #add(p: PersonState, b: Bucket, h: number): void {
+    if (b.dense) {
+      if (addToRegisters(b.dense, h)) p.dirty = true;
+      return;
+    }
+    const sp = b.sparse!;
+    if (sp.has(h)) return;
+    sp.add(h);
+    p.union.set(h, (p.union.get(h) ?? 0) + 1);
+    if (p.denseBuckets) p.dirty = true; // the estimate is the HLL merge: recompute it
+    if (sp.size > SPARSE_MAX) {
+      // Too many for a set: this bucket becomes HLL registers and leaves the exact union.
+      b.dense = new Uint8Array(M);
+      for (const x of sp) {
+        addToRegisters(b.dense, x);
+        this.#unref(p, x);
+      }
+      b.sparse = null;
+      p.denseBuckets++;
+      p.dirty = true;
+    }
+  }
+
+  #unref(p: PersonState, h: number): void {
+    const n = p.union.get(h) ?? 0;
+    if (n <= 1) p.union.delete(h);
+    else p.union.set(h, n - 1);
   }
 
   #currentBucket(p: PersonState): number {
@@ -257,7 +304,7 @@ export class LiveAlerts {
     if (p) {
       this.#people.delete(e.sub); // re-insert: Map order is least recently seen first
     } else {
-      p = { sub: e.sub, groups: [], key: '', buckets: [], statements: new Map(), lastMs: tsMs, estimate: 0, dirty: false, lastAlert: new Map(), suppressed: new Map() };
+      p = { sub: e.sub, groups: [], key: '', buckets: [], statements: new Map(), lastMs: tsMs, union: new Map(), denseBuckets: 0, estimate: 0, dirty: false, lastAlert: new Map(), suppressed: new Map() };
       while (this.#people.size >= this.#cfg.alerts.maxPeople) {
         const oldest = this.#people.keys().next().value;
         if (oldest === undefined) break;
@@ -266,8 +313,10 @@ export class LiveAlerts {
     }
     this.#people.set(e.sub, p);
     if (e.email !== undefined) p.email = e.email;
-    p.groups = e.groups;
-    p.key = peerKey(e.groups, this.#cfg.ignoreGroups);
+    if (p.groups.length !== e.groups.length || p.groups.some((g, i) => g !== e.groups[i])) {
+      p.groups = [...e.groups];
+      p.key = peerKey(e.groups, this.#cfg.ignoreGroups);
+    }
     p.lastMs = Math.max(p.lastMs, tsMs);
     this.#stats.people = this.#people.size;
     return p;
@@ -278,6 +327,11 @@ export class LiveAlerts {
     const cur = Math.max(bi, this.#currentBucket(p));
     const lo = cur - BUCKETS + 1;
     if (p.buckets.some((b) => b.index < lo)) {
+      for (const b of p.buckets) {
+        if (b.index >= lo) continue;
+        if (b.sparse) for (const h of b.sparse) this.#unref(p, h);
+        else p.denseBuckets--;
+      }
       p.buckets = p.buckets.filter((b) => b.index >= lo);
       p.dirty = true;
     }
@@ -285,16 +339,10 @@ export class LiveAlerts {
   }
 
   #estimate(p: PersonState): number {
+    if (p.denseBuckets === 0) return (p.estimate = p.union.size); // exact (up to 32-bit hash collisions), O(1)
     if (!p.dirty) return p.estimate;
     p.dirty = false;
-    if (p.buckets.every((b) => b.sparse)) {
-      if (p.buckets.length === 1) p.estimate = p.buckets[0]!.sparse!.size;
-      else {
-        const all = new Set<number>();
-        for (const b of p.buckets) for (const h of b.sparse!) all.add(h);
-        p.estimate = all.size;
-      }
-    } else {
+    {
       const reg = new Uint8Array(M);
       for (const b of p.buckets) {
         if (b.dense) for (let i = 0; i < M; i++) reg[i] = Math.max(reg[i]!, b.dense[i]!);
@@ -315,24 +363,61 @@ export class LiveAlerts {
     return { subjects: this.#estimate(p), statements };
   }
 
+  /**
+   * Everyone active in the window, at most once per peerRefreshMs of event time: O(people), and
+   * people idle for a whole window are forgotten here.
+   */
+  #refreshSnapshot(nowMs: number): Snapshot {
+    const snap = this.#snapshot;
+    if (snap && nowMs - snap.atMs < this.#peerRefreshMs && nowMs >= snap.atMs) return snap;
+    const entries: SnapshotEntry[] = [];
+    const byKey = new Map<string, SnapshotEntry[]>();
+    for (const q of [...this.#people.values()]) {
+      const w = this.#windowOf(q, nowMs);
+      if (!w) {
+        this.#people.delete(q.sub);
+        continue;
+      }
+      const x: SnapshotEntry = { person: q.sub, groups: q.groups, key: q.key, ...w };
+      entries.push(x);
+      const list = byKey.get(q.key);
+      if (list) list.push(x);
+      else byKey.set(q.key, [x]);
+    }
+    this.#stats.people = this.#people.size;
+    this.#snapshot = { atMs: nowMs, version: (snap?.version ?? 0) + 1, entries, byKey };
+    return this.#snapshot;
+  }
+
+  /** The peers' figures for one person, from the snapshot (cached until the next snapshot). */
+  #peersOf(p: PersonState, snap: Snapshot): PeerFigures {
+    const cached = this.#peerCache.get(p.sub);
+    if (cached && cached.version === snap.version && cached.key === p.key) return cached;
+    const ignore = this.#cfg.ignoreGroups;
+    let basis: PeerBasis = 'same_groups';
+    let peers = (snap.byKey.get(p.key) ?? []).filter((x) => x.person !== p.sub);
+    if (peers.length < this.#cfg.minPeers) {
+      const mine = new Set(p.groups.filter((g) => !ignore.includes(g)));
+      peers = snap.entries.filter((x) => x.person !== p.sub && x.groups.some((g) => mine.has(g)));
+      basis = 'shared_group';
+      if (peers.length < this.#cfg.minPeers) {
+        peers = snap.entries.filter((x) => x.person !== p.sub);
+        basis = 'everyone';
+      }
+    }
+    const vals = peers.map((x) => x.subjects);
+    const med = median(vals);
+    const figures: PeerFigures = {
+      version: snap.version, key: p.key, median: med, mad: mad(vals, med), peers: peers.length, basis, medianStatements: median(peers.map((x) => x.statements)),
+    };
+    this.#peerCache.set(p.sub, figures);
+    if (this.#peerCache.size > 2 * this.#cfg.alerts.maxPeople) this.#peerCache.clear();
+    return figures;
+  }
+
   #checkPeer(p: PersonState, e: ObservedStatement, est: number, floor: number, nowMs: number): void {
     const cfg = this.#cfg;
-    let peer = this.#peerCache.get(p.sub);
-    if (!peer || nowMs - peer.atMs >= this.#peerRefreshMs || nowMs < peer.atMs) {
-      const active: { person: string; groups: string[]; subjects: number; statements: number }[] = [];
-      for (const q of [...this.#people.values()]) {
-        const w = this.#windowOf(q, nowMs);
-        if (w) active.push({ person: q.sub, groups: q.groups, ...w });
-        else if (q !== p) this.#people.delete(q.sub); // idle for a whole window: forget them
-      }
-      const me = active.find((x) => x.person === p.sub) ?? { person: p.sub, groups: p.groups, subjects: est, statements: 0 };
-      const { peers, basis } = choosePeers(me, active, cfg.minPeers, cfg.ignoreGroups);
-      const vals = peers.map((x) => x.subjects);
-      const med = median(vals);
-      peer = { atMs: nowMs, median: med, mad: mad(vals, med), peers: peers.length, basis, medianStatements: median(peers.map((x) => x.statements)) };
-      this.#peerCache.set(p.sub, peer);
-      this.#stats.people = this.#people.size;
-    }
+    const peer = this.#peersOf(p, this.#refreshSnapshot(nowMs));
     if (peer.peers === 0) return;
     const ratio = est / Math.max(peer.median, 1);
     const z = peer.mad > 0 ? (est - peer.median) / (1.4826 * peer.mad) : est > peer.median ? Infinity : 0;

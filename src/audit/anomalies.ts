@@ -10,7 +10,8 @@
 //   before, every day. Ordinary, ticket-driven work keeps coming back to the same few dozen
 //   customers a month; snooping does not. Volume alone misses it (the simulation test proves it).
 // - bulk_read: one statement that returned or changed more than `bulk_subjects` subjects.
-// - out_of_hours: statements outside `working_hours` (in its time zone).
+// - out_of_hours: statements outside `working_hours` (in its time zone), refused ones included
+//   (an attempt at 3 a.m. is as interesting as an access).
 // - missing_reason: statements that read PII (masked fields, or a configured `pii` column) with
 //   decision allow/mask and no reason, by a person whose role has `require_reason: true` (from
 //   their groups, a default_role, or a time-boxed grant). An enforcing proxy refuses those, so this
@@ -50,7 +51,9 @@
 //     "thresholds": { "peer_factor", "peer_z", "min_new_subjects", "min_peers", "bulk_subjects",
 //                     "working_hours": {start,end,days,timezone,holidays} | null, "missing_reason" },
 //     "people_evaluated": n,
-//     "findings": [ Finding… ] }       // ordered by kind, then by strength (ratio/count), then person
+//     "findings": [ Finding… ] }       // kinds in the order peer_outlier, bulk_read, out_of_hours,
+//                                      // missing_reason; within a kind strongest first (ratio, or
+//                                      // number of statements), then by person
 //   Finding = { "kind": "peer_outlier"|"bulk_read"|"out_of_hours"|"missing_reason",
 //     "person": sub, "email": string|null, "groups": string[],
 //     "window": { "since", "until" }, "summary": one line,
@@ -63,8 +66,13 @@
 //                (out_of_hours) { "statements", "first", "last" }
 //                (missing_reason) { "statements", "first", "last" }
 //     "examples": [ { "log_id", "ts", "statement", "subjects": n|null, "reason": string|null } ],
+//                  // up to --examples: the person's latest statements that returned subjects
+//                  // (peer_outlier), the largest (bulk_read), the latest (the others)
 //     "example_subjects": [ 'customer:42', … ]   // peer_outlier only: some of the new subjects
 //   }
+// CSV (`--format csv`): one row per finding, the columns of ANOMALY_CSV_FIELDS in
+// src/cli/audit/anomalies.ts (kind, person, email, groups, since, until, summary, then the figures;
+// a figure a kind does not have is empty; example_log_ids space-separated).
 //
 // Possible accesses ('customer:*', an aggregate over the table) are not counted as subjects.
 // Subject types are counted together (customer:1 and account:1 are two subjects).
@@ -327,7 +335,6 @@ export function missingReason(e: { readsPii: boolean; requireReason: boolean; re
 // Working hours (pure; the SQL below mirrors it)
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
-const WEEKDAY: Record<string, number> = { Mon: 1, Tue: 2, Wed: 3, Thu: 4, Fri: 5, Sat: 6, Sun: 7 };
 
 export interface LocalTime {
   /** 1 = Monday … 7 = Sunday */
@@ -338,15 +345,36 @@ export interface LocalTime {
   date: string;
 }
 
-export function localTime(ts: Date, timezone: string): LocalTime {
+const offsets = new Map<string, { slot: number; offset: number }>();
+const SLOT_MS = 15 * 60_000;
+
+/**
+ * The zone's UTC offset in minutes at an instant. Offsets are multiples of 15 minutes and change
+ * on a local hour or half hour, so the offset is constant within a 15-minute UTC slot: Intl (slow)
+ * runs once per slot and zone, not once per statement.
+ */
+function offsetMinutes(tsMs: number, timezone: string): number {
+  const slot = Math.floor(tsMs / SLOT_MS);
+  const cached = offsets.get(timezone);
+  if (cached && cached.slot === slot) return cached.offset;
   let f = formatters.get(timezone);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone: timezone, hourCycle: 'h23', weekday: 'short', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' });
+    f = new Intl.DateTimeFormat('en-US', { timeZone: timezone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' });
     formatters.set(timezone, f);
   }
+  const at = slot * SLOT_MS;
   const p: Record<string, string> = {};
-  for (const part of f.formatToParts(ts)) p[part.type] = part.value;
-  return { isoDow: WEEKDAY[p.weekday!] ?? 0, minutes: Number(p.hour) * 60 + Number(p.minute), date: `${p.year}-${p.month}-${p.day}` };
+  for (const part of f.formatToParts(new Date(at))) p[part.type] = part.value;
+  const localAsUtc = Date.UTC(Number(p.year), Number(p.month) - 1, Number(p.day), Number(p.hour), Number(p.minute));
+  const offset = Math.round((localAsUtc - at) / 60_000);
+  offsets.set(timezone, { slot, offset });
+  return offset;
+}
+
+/** The local day of week, minutes after midnight and date of an instant in a time zone. */
+export function localTime(ts: Date, timezone: string): LocalTime {
+  const l = new Date(ts.getTime() + offsetMinutes(ts.getTime(), timezone) * 60_000);
+  return { isoDow: ((l.getUTCDay() + 6) % 7) + 1, minutes: l.getUTCHours() * 60 + l.getUTCMinutes(), date: l.toISOString().slice(0, 10) };
 }
 
 function previousDate(date: string): string {
@@ -569,8 +597,8 @@ function scope(cfg: AnomaliesConfig): string {
  * aggregated in PostgreSQL; every scan is bounded by ts so only the partitions of the lookback and
  * the window are read.
  */
-export async function personWindows(client: pg.Client, since: Date, until: Date, noveltySince: Date, cfg: AnomaliesConfig): Promise<PersonWindow[]> {
-  const r = await client.query<{ person: string; email: string | null; groups: string | null; statements: string; distinct_subjects: string | null; new_subjects: string | null }>(`
+export function personWindowsSql(cfg: AnomaliesConfig): string {
+  return `
     WITH st AS (
       SELECT ${PERSON} AS person, count(*) AS statements,
              (array_agg(${EMAIL} ORDER BY i.ts DESC))[1] AS email,
@@ -599,7 +627,12 @@ export async function personWindows(client: pg.Client, since: Date, until: Date,
     )
     SELECT st.person, st.email, st.groups, st.statements, sk.distinct_subjects, sk.new_subjects
       FROM st LEFT JOIN sk USING (person)
-     ORDER BY st.person`, [since.toISOString(), until.toISOString(), noveltySince.toISOString()]);
+     ORDER BY st.person`;
+}
+
+export async function personWindows(client: pg.Client, since: Date, until: Date, noveltySince: Date, cfg: AnomaliesConfig): Promise<PersonWindow[]> {
+  const r = await client.query<{ person: string; email: string | null; groups: string | null; statements: string; distinct_subjects: string | null; new_subjects: string | null }>(
+    personWindowsSql(cfg), [since.toISOString(), until.toISOString(), noveltySince.toISOString()]);
   return r.rows.map((x) => ({
     person: x.person,
     email: x.email,
@@ -730,7 +763,6 @@ async function outOfHours(client: pg.Client, since: Date, until: Date, cfg: Anom
     SELECT ${BASE_COLUMNS}, NULL::bigint AS subjects
       FROM scalple_audit.records i
      WHERE i.record_type = 'intent' AND i.ts >= $1 AND i.ts < $2 AND ${scope(cfg)}
-       AND i.decision IS DISTINCT FROM 'deny'
        AND NOT ${withinWorkingHoursSql('i.ts', w, p)}`;
   const groups = await groupedRows(client, base, params, examples);
   const wh = describeWorkingHours(w);
@@ -808,6 +840,13 @@ export function peerOutlierFindings(rows: PersonWindow[], cfg: AnomaliesConfig, 
   return { findings, evals };
 }
 
+/**
+ * Session settings of the detector's transaction. JIT off: on a 3-million-record store the JIT
+ * compiled these aggregates for ~20 s of CPU (the query itself takes a few seconds); work_mem so
+ * the person/subject hash aggregate and the intent/completion hash join stay in memory.
+ */
+export const DETECT_SETTINGS = [`SET LOCAL work_mem = '64MB'`, 'SET LOCAL jit = off'];
+
 /** `scalple audit anomalies`: every finding of the window ending at `until`. */
 export async function detectAnomalies(client: pg.Client, opts: DetectOptions): Promise<AnomalyReport> {
   const cfg = opts.config;
@@ -822,7 +861,7 @@ export async function detectAnomalies(client: pg.Client, opts: DetectOptions): P
   // One snapshot for every query; more memory for the per-person/subject hash aggregate.
   await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
-    await client.query(`SET LOCAL work_mem = '64MB'`);
+    for (const s of DETECT_SETTINGS) await client.query(s);
     if (kinds.has('peer_outlier')) {
       const rows = await personWindows(client, since, until, noveltySince, cfg);
       evaluated = rows.length;

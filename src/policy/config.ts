@@ -74,7 +74,7 @@ export interface ScalpleConfig {
   policyVersion: string;
 }
 
-const POLICY_KEYS = ['pii', 'roles', 'default_role', 'enforce', 'named_queries', 'subjects', 'mask_key'];
+const POLICY_KEYS = ['pii', 'roles', 'default_role', 'enforce', 'named_queries', 'subjects', 'mask_key', 'anomalies'];
 
 export function configPathFrom(explicit?: string): string {
   const p = explicit ?? process.env.SCALPLE_CONFIG;

@@ -19,6 +19,8 @@ import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from '
 import type { StatementAnalyzer } from './statement-info.ts';
 import { createAnalyzer } from './analyzer.ts';
 import { PolicyGate } from './policy-gate.ts';
+import { LiveAlerts } from '../audit/alerts.ts';
+import { parseAnomaliesConfig } from '../audit/anomalies.ts';
 import { Metrics } from './metrics.ts';
 import { startHttp } from './http.ts';
 
@@ -67,7 +69,9 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
   const clientCas = config.tls?.clientCa
     ? (readFileSync(config.tls.clientCa, 'utf8').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []).map((pem) => new X509Certificate(pem))
     : [];
-  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics, gate };
+  const anomalies = config.policy.anomalies !== undefined ? parseAnomaliesConfig(config.policy.anomalies) : undefined;
+  const alerts = anomalies ? new LiveAlerts(anomalies, { log: (o) => logger.warn(o, 'scalple alert') }, anomalies.alerts.webhookUrl) : undefined;
+  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics, gate, ...(alerts ? { alerts } : {}) };
   const sessions = new Set<Session>();
   const cancelKeys = new Map<string, CancelTarget>();
 
@@ -242,6 +246,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
       });
       if (http) await new Promise<void>((resolve) => http!.server.close(() => resolve()));
       await analyzer.close();
+      await alerts?.drain();
     },
   };
 }

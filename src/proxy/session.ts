@@ -30,6 +30,7 @@ import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
 import { normalizeSync } from 'libpg-query';
 import { scalpleCall, checkArgs, paramTypeOid, textResult, type ScalpleCall } from './scalple-functions.ts';
 import type { SubjectPlan } from './subject-plan.ts';
+import type { LiveAlerts } from '../audit/alerts.ts';
 
 export interface SessionContext {
   config: ScalpleConfig;
@@ -39,6 +40,8 @@ export interface SessionContext {
   logger: Logger;
   metrics: Metrics;
   gate: PolicyGate;
+  /** Live insider alerts (config `anomalies:`), told about every completed statement. */
+  alerts?: LiveAlerts;
 }
 
 export interface SessionInit {
@@ -82,6 +85,9 @@ interface Execution {
   ddl: boolean;
   /** SET search_path that takes effect when this execution succeeds. */
   searchPath?: string[];
+  /** For live alerts: the statement and whether it read PII columns. */
+  statement?: string;
+  readsPii?: boolean;
   /** Data subjects seen in the rows ('customer:42'), and subjects touched with unknown keys. */
   subjectKeys?: Set<string>;
   subjectsPossible?: Record<string, string>;
@@ -736,7 +742,13 @@ export class Session {
   }
 
   private newExecution(logId: string, tagLength: number, info: StatementInfo): Execution {
-    return { logId, started: process.hrtime.bigint(), rows: null, tagLength, ddl: info.ddl };
+    const exec: Execution = { logId, started: process.hrtime.bigint(), rows: null, tagLength, ddl: info.ddl };
+    if (this.ctx.alerts) {
+      const pii = this.ctx.gate.current.pii;
+      exec.readsPii = info.columns.some((c) => pii.has(c));
+      exec.statement = info.analysis?.sql ?? '';
+    }
+    return exec;
   }
 
   private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>, namedQuery?: string): IntentRecord {
@@ -1142,6 +1154,21 @@ export class Session {
       ...(exec.subjectsPossible ? { subjectsPossible: exec.subjectsPossible } : {}),
     });
     this.ctx.metrics.observe(durationMs, exec.sqlstate !== undefined);
+    if (this.ctx.alerts && !exec.sqlstate) {
+      const who = this.actingFor?.principal ?? this.principal;
+      this.ctx.alerts.observe({
+        ts: new Date(),
+        logId: exec.logId,
+        sub: who.sub,
+        ...(who.email ? { email: who.email } : {}),
+        groups: who.groups,
+        subjectKeys: [...(exec.subjectKeys ?? []), ...Object.keys(exec.subjectsPossible ?? {}).map((s) => `${s}:*`)],
+        readsPii: exec.readsPii ?? false,
+        ...(this.currentReason() ? { reason: this.currentReason()! } : {}),
+        requireReason: this.role.requireReason,
+        statement: exec.statement ?? '',
+      });
+    }
     if (exec.ddl && !exec.sqlstate) {
       this.ctx.analyzer.schemaChanged();
       // The catalog is read on another connection: it sees this DDL only once it commits.

@@ -1,10 +1,12 @@
 // `scalple audit anomalies`: insider anomalies over one window of the audit store — peer outliers
 // by new data subjects, bulk reads, access outside working hours, PII without a required reason.
 // Thresholds come from the `anomalies:` section of the config (see src/audit/anomalies.ts, which
-// also documents the JSON output).
+// also documents the JSON output). Like every audit read, the run is recorded (an audit_read event)
+// before anything is printed.
 import { Option, type Command } from 'commander';
 import Table from 'cli-table3';
 import { ScalpleError } from '../../errors.ts';
+import { recordAuditRead } from '../../audit/audit-read.ts';
 import { connect } from '../../audit/db.ts';
 import { requireSchema } from '../../audit/schema.ts';
 import { parseTime } from '../../audit/search.ts';
@@ -25,8 +27,8 @@ interface AnomaliesFlags {
 
 export const ANOMALY_CSV_FIELDS = [
   'kind', 'person', 'email', 'groups', 'since', 'until', 'summary',
-  'new_subjects', 'distinct_subjects', 'statements', 'peer_median', 'ratio', 'robust_z', 'peers', 'peer_basis',
-  'max_subjects', 'first', 'last', 'example_log_ids',
+  'new_subjects', 'distinct_subjects', 'statements', 'new_subjects_per_statement', 'peer_median', 'peer_median_statements', 'ratio', 'robust_z',
+  'peers', 'peer_basis', 'max_subjects', 'first', 'last', 'example_log_ids',
 ];
 
 export function registerAnomalies(audit: Command): void {
@@ -61,6 +63,15 @@ export function registerAnomalies(audit: Command): void {
       } finally {
         await client.end().catch(() => undefined);
       }
+      // Recorded before anything is shown: a read that cannot be recorded shows nothing.
+      await recordAuditRead(config, {
+        command: 'anomalies',
+        arguments: {
+          since: report.window.since, until: report.window.until, kinds: kinds ?? [...ANOMALY_KINDS], examples: flags.examples, format: flags.format,
+          ...(flags.url ? { url: 'given' } : {}),
+        },
+        results: report.findings.length,
+      });
       if (flags.format === 'json') out(JSON.stringify(report, null, 2));
       else if (flags.format === 'csv') process.stdout.write(csv(ANOMALY_CSV_FIELDS, report.findings.map(csvRow)));
       else out(renderTable(report));
@@ -83,11 +94,11 @@ function figuresText(f: Finding): string {
     case 'bulk_read':
       return `${x.statements} statement(s), largest ${x.max_subjects} subjects`;
     default:
-      return `${x.statements} statement(s)\n${String(x.first).replace('T', ' ').slice(0, 16)} … ${String(x.last).replace('T', ' ').slice(0, 16)}`;
+      return `${x.statements} statement(s)\n${String(x.first).replace('T', ' ').slice(0, 16)} … ${String(x.last).replace('T', ' ').slice(0, 16)} UTC`;
   }
 }
 
-function renderTable(r: AnomalyReport): string {
+export function renderTable(r: AnomalyReport): string {
   const head = `window ${r.window.since} … ${r.window.until} (${r.window.days} days), ${r.people_evaluated} people evaluated`;
   if (r.findings.length === 0) return `${head}\n(no anomalies)`;
   const t = new Table({ head: ['kind', 'person', 'groups', 'figures', 'example'], style: { head: [], border: [] } });
