@@ -8,7 +8,7 @@ import { processIo, type CliIo } from './io.ts';
 import { OUTPUT_FORMATS, type OutputFormat } from './render.ts';
 import { ProxySession } from './sql/session.ts';
 import { splitStatements, sqlParserReady } from './sql/statements.ts';
-import { runScript, signalInterrupts } from './sql/runner.ts';
+import { quietOnClosedStdout, runScript, signalInterrupts } from './sql/runner.ts';
 import { promptReason } from './sql/prompts.ts';
 
 export interface QueryOptions {
@@ -81,6 +81,7 @@ export async function readSqlText(sql: string | undefined, file: string | undefi
 
 export async function runQuery(sql: string | undefined, opts: QueryOptions, io: CliIo): Promise<void> {
   const text = await readSqlText(sql, opts.file, io);
+  quietOnClosedStdout(io);
   await sqlParserReady();
   const statements = splitStatements(text);
   if (!statements.length) throw new ScalpleError('USAGE', 'No SQL statement in the input.');

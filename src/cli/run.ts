@@ -8,7 +8,7 @@ import type { OutputFormat } from './render.ts';
 import { formatOption } from './query.ts';
 import { ProxySession, ServerError } from './sql/session.ts';
 import { describeType, flagName, listNamedQueries, runStatementFor, type NamedQueryInfo } from './sql/named.ts';
-import { runScript, signalInterrupts } from './sql/runner.ts';
+import { quietOnClosedStdout, runScript, signalInterrupts } from './sql/runner.ts';
 import { canPrompt, promptParam, promptReason } from './sql/prompts.ts';
 
 export interface RunOptions {
@@ -93,6 +93,7 @@ export async function resolveArguments(q: NamedQueryInfo, flags: Map<string, str
 export async function runNamed(name: string, paramArgs: string[], opts: RunOptions, io: CliIo): Promise<void> {
   if (name.startsWith('-')) throw new ScalpleError('USAGE', `Put the query's name first: scalple run NAME ${name} …`);
   const flags = parseParamFlags(paramArgs);
+  quietOnClosedStdout(io);
   const quit = (): never => process.exit(2);
   const interrupts = signalInterrupts(io, quit);
   let session: ProxySession | undefined;

@@ -145,3 +145,14 @@ export async function waitUntil<T>(check: () => T | undefined | false, what: str
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** Polls an asynchronous `check` (an audit record committed, a row visible) until it returns a value. */
+export async function pollUntil<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

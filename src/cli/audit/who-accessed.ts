@@ -72,7 +72,6 @@ export function renderTable(accesses: SubjectAccess[], what: string): string {
     style: { head: [], border: [] },
     colWidths: [21, 26, 12, 22, 16, 44, 28, 22],
     wordWrap: true,
-    wrapOnWordBoundary: false,
   });
   for (const a of accesses) {
     const af = actingForLabel(a.acting_for);
@@ -80,7 +79,7 @@ export function renderTable(accesses: SubjectAccess[], what: string): string {
       humanTime(a.ts).replace(' UTC', ''),
       (a.email ?? a.sub ?? '(unknown)') + (af ? `\nfor ${af}` : ''),
       a.groups.join(', '),
-      a.access === 'definite' ? 'definite' : `POSSIBLE: ${a.possible_reason ?? 'keys unknown'}`,
+      a.access === 'definite' ? 'definite' : `POSSIBLE\n${a.possible_reason ?? 'keys unknown'}`,
       a.reason ?? '',
       oneLine(a.statement ?? '(statement record missing)', 200),
       a.columns.map((c) => c.split('.').slice(1).join('.')).join(', '),

@@ -7,7 +7,7 @@ import { ScalpleError, errorMessage } from '../../errors.ts';
 import { chalkFor, processIo, type CliIo } from '../io.ts';
 import { ProxySession } from '../sql/session.ts';
 import { isCompleteInput, splitStatements, sqlParserReady } from '../sql/statements.ts';
-import { runStatement, showOutcome, type Display, type Interrupts, type RunnerDeps } from '../sql/runner.ts';
+import { quietOnClosedStdout, runStatement, showOutcome, type Display, type Interrupts, type RunnerDeps } from '../sql/runner.ts';
 import { catalogLoader, complete } from './completion.ts';
 import { History, historyEntry } from './history.ts';
 import { runMeta } from './meta.ts';
@@ -47,6 +47,7 @@ Example:
 
 export async function runShell(opts: ShellOptions, io: CliIo): Promise<void> {
   await sqlParserReady();
+  quietOnClosedStdout(io);
   const interactive = io.stdin.isTTY === true;
   let rl: readline.Interface | undefined;
   const session = await ProxySession.open({
@@ -99,8 +100,28 @@ export async function runShell(opts: ShellOptions, io: CliIo): Promise<void> {
     rl.setPrompt(buffer.length ? `${db}-> ` : `${db}=${session.inTransaction ? '*' : ''}> `);
     if (interactive) rl.prompt();
   };
+  // A reason being asked for: Ctrl-C gives up on it (the refusal stands).
+  let abandonQuestion: (() => void) | undefined;
+  const ask = (question: string): Promise<string | undefined> =>
+    new Promise((resolve) => {
+      const abort = new AbortController();
+      abandonQuestion = () => {
+        abort.abort();
+        resolve(undefined);
+      };
+      rl.question(question, { signal: abort.signal }, (answer) => {
+        abandonQuestion = undefined;
+        resolve(answer.trim() || undefined);
+      });
+    });
   rl.on('SIGINT', () => {
     if (onInterrupt) return onInterrupt();
+    if (abandonQuestion) {
+      const abandon = abandonQuestion;
+      abandonQuestion = undefined;
+      io.stderr.write('^C\n');
+      return abandon();
+    }
     buffer = [];
     rl.write(null, { ctrl: true, name: 'u' });
     io.stderr.write('^C\n');
@@ -121,9 +142,19 @@ export async function runShell(opts: ShellOptions, io: CliIo): Promise<void> {
     askReason: (why: string) => {
       if (!interactive) return Promise.resolve(undefined);
       io.stderr.write(`! ${why}\n`);
-      return ask(rl, 'Reason for this access (recorded in the audit log): ');
+      return ask('Reason for this access (recorded in the audit log): ');
     },
-    pagerHooks: { before: () => rl.pause(), after: () => rl.resume() },
+    // The pager lets Ctrl-C through as a signal to the whole terminal group: it is the pager's.
+    pagerHooks: {
+      before: () => {
+        rl.pause();
+        process.on('SIGINT', ignoreSignal);
+      },
+      after: () => {
+        process.off('SIGINT', ignoreSignal);
+        rl.resume();
+      },
+    },
   };
   const display: Display = { format: 'table', expanded: opts.expanded === true, timing: false, pager: opts.pager };
 
@@ -199,6 +230,4 @@ function reportShellError(err: unknown, io: CliIo): number | undefined {
   return undefined;
 }
 
-function ask(rl: readline.Interface, question: string): Promise<string | undefined> {
-  return new Promise((resolve) => rl.question(question, (answer) => resolve(answer.trim() || undefined)));
-}
+function ignoreSignal(): void {}

@@ -12,7 +12,7 @@ FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'informa
 
 /** Columns of one relation; $1 the schema ('' for the first schema on the search path that has it), $2 the name. */
 export const DESCRIBE_RELATION = `SELECT table_schema, column_name AS "Column", data_type AS "Type",
-  CASE is_nullable WHEN 'NO' THEN 'not null' ELSE '' END AS "Nullable", column_default AS "Default"
+  CASE is_nullable WHEN 'NO' THEN 'not null' ELSE '' END AS "Nullable", coalesce(column_default, '') AS "Default"
 FROM information_schema.columns
 WHERE table_name = $2 AND (table_schema = $1 OR ($1 = '' AND table_schema = ANY (current_schemas(false))))
 ORDER BY array_position(current_schemas(false), table_schema::text), ordinal_position`;

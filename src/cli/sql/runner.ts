@@ -155,3 +155,12 @@ export function signalInterrupts(io: CliIo, quit: () => never): Interrupts & { d
     },
   };
 }
+
+/** A reader that stops early (`| head`) closes stdout: stop quietly, as command-line tools do. */
+export function quietOnClosedStdout(io: CliIo): void {
+  if (io.stdout !== process.stdout) return;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+}

@@ -119,7 +119,7 @@ export class ProxySession {
   /** host:port and database of the proxy this session talks to. */
   get target(): { host: string; port: number; database: string | undefined; profile: string } {
     const settings = this.token!.settings;
-    if (!settings.proxy) throw new ScalpleError('CONFIG', `Profile "${this.token!.profile}" has no proxy: ${loginHint(this.token!.profile)} --proxy HOST:PORT`);
+    if (!settings.proxy) throw new ScalpleError('CONFIG', `Profile "${this.token!.profile}" has no proxy: run \`${loginCommand(this.token!.profile)} --proxy HOST:PORT --database NAME\``);
     return { ...parseHostPort(settings.proxy), database: settings.database, profile: this.token!.profile };
   }
 
@@ -171,13 +171,13 @@ export class ProxySession {
     if (this.reason !== undefined) await this.sendReason(this.reason);
   }
 
-  /** Reconnects with a refreshed token once; a second expiry means the person must log in again. */
-  private async reconnect(why: string): Promise<void> {
+  /** Reconnects, with a refreshed token unless `refresh` is false; an expiry right after means the person must log in again. */
+  private async reconnect(why: string, refresh = true): Promise<void> {
     await this.client?.end().catch(() => undefined);
     this.client = undefined;
-    this.opts.stderr.write(`! ${why}; reconnecting with a refreshed token\n`);
+    this.opts.stderr.write(`! ${why}; reconnecting${refresh ? ' with a refreshed token' : ''}\n`);
     try {
-      await this.connect(true);
+      await this.connect(refresh);
     } catch (err) {
       if (err instanceof ServerError && err.sqlstate === '28000') {
         throw new ScalpleError('AUTH_REQUIRED', `The proxy refused the refreshed token (${err.message}): ${loginHint(this.token?.profile ?? 'default')}`, { cause: err });
@@ -208,7 +208,8 @@ export class ProxySession {
     if (why instanceof pg.DatabaseError && why.code === '28000' && !expired) {
       throw new ScalpleError('AUTH_FAILED', `The proxy ended the session: ${why.message}`);
     }
-    await this.reconnect(expired ? 'The proxy ended the session because the token expired' : `The session with the proxy ended (${why ? errorMessage(why) : 'closed'})`);
+    if (expired) await this.reconnect('The proxy ended the session because the token expired');
+    else await this.reconnect(`The session with the proxy ended (${why ? errorMessage(why) : 'closed'})`, false);
   }
 
   /**
@@ -305,6 +306,11 @@ export class ProxySession {
   }
 }
 
+/** `scalple login` for this profile, to which a fix adds its flags. */
+function loginCommand(profile: string): string {
+  return profile === 'default' ? 'scalple login' : `scalple login --profile ${profile}`;
+}
+
 function isTokenExpiry(err: unknown): boolean {
   return err instanceof pg.DatabaseError && err.code === '28000' && TOKEN_EXPIRED.test(err.message);
 }
@@ -327,7 +333,7 @@ function connectError(err: unknown, host: string, port: number, profile: string)
   }
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ECONNREFUSED' || code === 'EHOSTUNREACH' || code === 'ENOTFOUND' || code === 'ETIMEDOUT') {
-    return new ScalpleError('UPSTREAM', `Cannot reach the Scalple proxy at ${host}:${port} (${code}): is it running? To use another one: ${loginHint(profile)} --proxy HOST:PORT`, { cause: err });
+    return new ScalpleError('UPSTREAM', `Cannot reach the Scalple proxy at ${host}:${port} (${code}): is it running? To use another one: \`${loginCommand(profile)} --proxy HOST:PORT\``, { cause: err });
   }
   return new ScalpleError('UPSTREAM', `Cannot connect to the Scalple proxy at ${host}:${port}: ${errorMessage(err)}`, { cause: err });
 }
