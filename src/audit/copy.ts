@@ -6,36 +6,15 @@
 // node-postgres runs COPY through its documented "submittable" extension point (the mechanism
 // pg-cursor and pg-copy-streams use); this one sends a prepared buffer and needs no stream.
 import type pg from 'pg';
-import { type Json, type PendingRow, BODY_COLUMNS, canonicalJson } from './chain.ts';
+import { type PendingRow, BODY_COLUMNS, copyFields, copyText } from './chain.ts';
 
-/** COPY text format: backslash, newline, carriage return and tab are escaped; NULL is \N. */
-function esc(s: string): string {
-  return /[\\\n\r\t]/.test(s) ? s.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : s;
-}
-
-/** A text[] literal: every element quoted, so commas, braces, quotes and "NULL" stay text. */
-function arrayLiteral(a: string[]): string {
-  return '{' + a.map((x) => '"' + x.replace(/[\\"]/g, (c) => '\\' + c) + '"').join(',') + '}';
-}
-
-const ARRAY_COLUMNS = new Set(['groups', 'kinds', 'tables', 'columns', 'subject_keys']);
-const JSON_COLUMNS = new Set(['acting_for', 'params', 'masked_fields', 'detail']);
+// COPY text format: backslash, newline, carriage return and tab are escaped; NULL is \N. The
+// escaping lives in chain.ts, whose record encoder produces a record's COPY fields together with
+// its canonical form (one pass when the record is queued).
 
 /** The body columns of a row as COPY text fields, tab-separated (no leading or trailing tab). */
 export function copyBody(row: PendingRow): string {
-  let out = '';
-  for (let i = 0; i < BODY_COLUMNS.length; i++) {
-    const col = BODY_COLUMNS[i]!;
-    const v = row[col];
-    let f: string;
-    if (v === null) f = '\\N';
-    else if (ARRAY_COLUMNS.has(col)) f = esc(arrayLiteral(v as string[]));
-    else if (JSON_COLUMNS.has(col)) f = esc(canonicalJson(v as Json));
-    else if (typeof v === 'number') f = String(v);
-    else f = esc(String(v));
-    out += i === 0 ? f : '\t' + f;
-  }
-  return out;
+  return copyFields(row);
 }
 
 /** One full COPY line: chain_id, seq, ts, the body, prev_hash, hash. */
@@ -44,7 +23,36 @@ export function copyLine(chainIdField: string, seq: number, ts: string, body: st
 }
 
 export function copyField(s: string): string {
-  return esc(s);
+  return copyText(s);
+}
+
+/**
+ * The COPY data of a batch, written line by line as UTF-8 into one growing Buffer (no giant
+ * string to build, flatten and convert at the end).
+ */
+export class CopyPayload {
+  private buf: Buffer;
+  private len = 0;
+
+  /** `estimate`: expected size in UTF-16 code units (the sum of the lines' lengths). */
+  constructor(estimate: number) {
+    this.buf = Buffer.allocUnsafe(Math.max(4096, Math.ceil(estimate * 1.25)));
+  }
+
+  write(s: string): void {
+    // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+    if (this.buf.length - this.len < s.length * 3) {
+      const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + s.length * 3));
+      this.buf.copy(bigger, 0, 0, this.len);
+      this.buf = bigger;
+    }
+    this.len += this.buf.write(s, this.len, 'utf8');
+  }
+
+  /** The data written (shares memory with the builder). */
+  data(): Buffer {
+    return this.buf.subarray(0, this.len);
+  }
 }
 
 export const COPY_SQL = `COPY scalple_audit.records (chain_id, seq, ts, ${BODY_COLUMNS.map((c) => `"${c}"`).join(', ')}, prev_hash, hash) FROM STDIN`;
@@ -98,9 +106,9 @@ class CopyIn {
 }
 
 /** Runs COPY with `data`; resolves once the server has committed it (autocommit). `onSent`: the data is written. */
-export function copyIn(client: pg.Client, data: string, onSent?: () => void): Promise<void> {
+export function copyIn(client: pg.Client, data: Buffer | string, onSent?: () => void): Promise<void> {
   return new Promise((resolve, reject) => {
-    const q = new CopyIn(COPY_SQL, Buffer.from(data, 'utf8'), onSent);
+    const q = new CopyIn(COPY_SQL, typeof data === 'string' ? Buffer.from(data, 'utf8') : data, onSent);
     q.callback = (err) => (err ? reject(err) : resolve());
     (client as unknown as { query(q: CopyIn): void }).query(q);
   });

@@ -128,6 +128,11 @@ export function maskedList(v: Json): string[] {
   return Object.entries(v).map(([c, m]) => `${c} (${typeof m === 'string' ? m : JSON.stringify(m)})`);
 }
 
+/** "2025-03-01 09:00" (UTC, minutes) for tables. */
+function shortTime(iso: string): string {
+  return iso.slice(0, 16).replace('T', ' ');
+}
+
 /** A break-glass grant in force: "dba until 2025-03-01 11:00:00 UTC, given by x: reason". */
 export function grantLabel(g: Json): string {
   if (!g || typeof g !== 'object' || Array.isArray(g)) return String(g);
@@ -171,6 +176,7 @@ table.meta th { width: 220px; text-transform: none; letter-spacing: 0; font-size
 .figure .l { font-size: 13px; color: #444; }
 .figure.possible { border-style: dashed; }
 td.num, th.num { text-align: right; }
+td.time { white-space: nowrap; }
 .access { border: 1px solid #bbb; border-left: 6px solid #1f5fa8; border-radius: 4px; padding: 10px 14px; margin: 0 0 12px;
   break-inside: avoid; page-break-inside: avoid; }
 .access.possible { border-left: 6px dashed #b26b00; }
@@ -189,9 +195,15 @@ pre.sql { margin: 0; white-space: pre-wrap; overflow-wrap: anywhere; background:
 .note { border: 1px solid #d8c9a8; background: #fffaf0; padding: 8px 12px; border-radius: 4px; margin: 12px 0; }
 .empty { padding: 16px; border: 1px dashed #999; text-align: center; color: #444; }
 footer { margin-top: 36px; padding-top: 8px; border-top: 1px solid #ccc; font-size: 12px; color: #555; }
-@page { size: A4; margin: 16mm 14mm 18mm; }
+@page { size: A4; margin: 16mm 14mm 18mm;
+  @bottom-right { content: "Page " counter(page) " of " counter(pages); font-size: 8pt; color: #555; } }
 @media print {
-  body { max-width: none; padding: 0; font-size: 11pt; }
+  body { max-width: none; padding: 0; font-size: 10pt; line-height: 1.4; }
+  h1 { font-size: 20pt; }
+  h2 { font-size: 14pt; margin-top: 20px; }
+  .access { padding: 6px 10px; margin-bottom: 8px; }
+  dl { gap: 1px 10px; }
+  pre.sql { padding: 3px 6px; }
   h2 { break-after: avoid; page-break-after: avoid; }
   h2.accesses { break-before: page; page-break-before: always; }
   thead { display: table-header-group; }
@@ -201,6 +213,11 @@ footer { margin-top: 36px; padding-top: 8px; border-top: 1px solid #ccc; font-si
   a { color: inherit; text-decoration: none; }
 }
 `;
+
+/** A CSS string literal that cannot end the <style> element. */
+function cssString(s: string): string {
+  return '"' + s.replace(/[\\"]/g, '\\$&').replace(/[<>\n\r]/g, (c) => `\\${c.charCodeAt(0).toString(16)} `) + '"';
+}
 
 function accessHtml(a: SubjectAccess, n: number): string {
   const possible = a.access === 'possible';
@@ -218,7 +235,7 @@ function accessHtml(a: SubjectAccess, n: number): string {
     ['Columns', a.columns.length ? esc(a.columns.join(', ')) : '<span class="muted">—</span>'],
     ['Masked columns', masked.length ? esc(masked.join(', ')) : '<span class="muted">none</span>'],
     ['Result', a.sqlstate ? `failed (SQLSTATE ${esc(a.sqlstate)})${a.rows !== null ? `, ${plural(a.rows, 'row')} before the failure` : ''}` : a.rows === null ? '—' : `${plural(a.rows, 'row')} (${esc(a.kinds.join(', ') || 'statement')})`],
-    ['Record', `<span class="muted">log id <code>${esc(a.log_id)}</code>, chain ${esc(a.chain_id)} seq ${a.seq ?? '—'}/${a.completion_seq}</span>`],
+    ['Audit record', `<span class="muted">log id <code>${esc(a.log_id)}</code>, chain ${esc(a.chain_id)}, ${a.seq === null ? '' : `seq ${a.seq} (statement) and `}${a.completion_seq} (completion)</span>`],
   ];
   return `<section class="access${possible ? ' possible' : ''}">
   <div class="head"><div class="when"><span class="no">#${n}</span>${esc(humanTime(a.ts))}</div>
@@ -235,11 +252,11 @@ export function renderReportHtml(r: SubjectAccessReport): string {
     .filter(Boolean).join(' ');
   const periodFrom = r.period.since ? humanTime(r.period.since) : `the oldest record kept (${humanTime(r.log_starts)})`;
   const retentionNote = r.log_starts && (!r.period.since || r.log_starts > r.period.since)
-    ? `<p class="note">The audit log holds records from ${esc(humanTime(r.log_starts))} on; older records were removed under the retention policy, so accesses before that time are not covered by this report.</p>`
+    ? `<p class="note">The oldest record in the audit log is from ${esc(humanTime(r.log_starts))}. Accesses before then are not in the log (they happened before Scalple recorded this database, or their records were removed under the retention policy), so this report cannot cover them.</p>`
     : '';
   const people = r.people.length
-    ? `<table><thead><tr><th>Person</th><th>Groups</th><th class="num">Accesses</th><th class="num">Definite</th><th class="num">Possible</th><th>First</th><th>Last</th></tr></thead><tbody>
-${r.people.map((p) => `<tr><td>${esc(p.name ? `${p.name} <${p.email ?? p.sub ?? ''}>` : p.email ?? p.sub ?? '(unknown)')}${p.principal_kind === 'application' ? ' <span class="muted">(application)</span>' : ''}${p.acting_for.length ? `<br><span class="muted">acting for ${esc(p.acting_for.join(', '))}</span>` : ''}</td><td>${esc(p.groups.join(', '))}</td><td class="num">${p.accesses}</td><td class="num">${p.definite}</td><td class="num">${p.possible}</td><td>${esc(humanTime(p.first))}</td><td>${esc(humanTime(p.last))}</td></tr>`).join('\n')}
+    ? `<table><thead><tr><th>Person</th><th>Groups</th><th class="num">Accesses</th><th class="num">Definite</th><th class="num">Possible</th><th>First (UTC)</th><th>Last (UTC)</th></tr></thead><tbody>
+${r.people.map((p) => `<tr><td>${esc(p.name ? `${p.name} <${p.email ?? p.sub ?? ''}>` : p.email ?? p.sub ?? '(unknown)')}${p.principal_kind === 'application' ? ' <span class="muted">(application)</span>' : ''}${p.acting_for.length ? `<br><span class="muted">acting for ${esc(p.acting_for.join(', '))}</span>` : ''}</td><td>${esc(p.groups.join(', '))}</td><td class="num">${p.accesses}</td><td class="num">${p.definite}</td><td class="num">${p.possible}</td><td class="time">${esc(shortTime(p.first))}</td><td class="time">${esc(shortTime(p.last))}</td></tr>`).join('\n')}
 </tbody></table>`
     : '<p class="empty">Nobody accessed this data subject in the period.</p>';
   const accesses = r.accesses.length ? r.accesses.map((a, i) => accessHtml(a, i + 1)).join('\n') : '<p class="empty">No accesses recorded in the period.</p>';
@@ -250,7 +267,9 @@ ${r.people.map((p) => `<tr><td>${esc(p.name ? `${p.name} <${p.email ?? p.sub ?? 
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="Scalple">
 <title>${esc(title)}</title>
-<style>${CSS}</style>
+<style>${CSS}
+@page { @bottom-left { content: ${cssString(`${title} · generated ${humanTime(r.generated_at)}`)}; font-size: 8pt; color: #555; } }
+</style>
 </head>
 <body>
 <header>

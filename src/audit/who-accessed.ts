@@ -7,10 +7,10 @@
 //   'customer:420' never matches 'customer:42'), and the time range is a predicate on ts, the
 //   partition key, so months outside the range are never read;
 // - each completion's intent is fetched by the log_id index, bounded to the completion's own chain
-//   and to `ts <= completion.ts` (an intent is always written before its completion on the same
-//   chain, so times never go backwards) and, when a range is given, to a week before it, so only
-//   the partitions near the access are probed. A statement that ran longer than that (its intent
-//   in an older partition than the window) is found by a second, unbounded lookup by log_id.
+//   and to the week before the completion (an intent is always written before its completion on
+//   the same chain, and stored times never go backwards), so only the partitions around the access
+//   are probed (run-time partition pruning). A statement that ran longer than that is found by a
+//   second, unbounded lookup by log_id.
 import type pg from 'pg';
 import { ScalpleError } from '../errors.ts';
 import { parseSubjects, type SubjectDef } from '../policy/subjects.ts';
@@ -112,7 +112,7 @@ export interface WhoAccessedQuery {
   definiteOnly?: boolean;
 }
 
-/** How far before --since an intent is first looked for (longer statements take a second lookup). */
+/** How far before its completion an intent is first looked for (longer statements take a second lookup). */
 const INTENT_WINDOW = "interval '7 days'";
 
 /** The subject named on the command line, from the config's `subjects`; a usage error (exit 2) otherwise. */
@@ -146,25 +146,27 @@ const INTENT_FIELDS = ['seq', 'ts', 'sub', 'email', 'name', 'groups', 'principal
 const INTENT_COLUMNS = INTENT_FIELDS.map((f) => (f === 'seq' || f === 'ts' ? `i.${f} AS i_${f}` : `i.${f}`)).join(', ');
 const INTENT_SELECT = INTENT_FIELDS.map((f) => `i.${f}`).join(', ');
 
-/** Every access to subject:key in the range, newest first. */
-export async function whoAccessed(client: pg.Client, q: WhoAccessedQuery): Promise<SubjectAccess[]> {
+/**
+ * The main query of who-accessed, with its parameters (exported so the benchmark can EXPLAIN it).
+ * Completions come from the GIN index on subject_keys within the ts range (partitions pruned at
+ * plan time); each one's intent from the log_id index, bounded to [completion ts - 7 days,
+ * completion ts] so only the partitions around it are probed (pruned at run time). The intent
+ * lookup has no ORDER BY on purpose: there is one intent per log_id, and an ordering would tempt
+ * the planner to walk the primary key (chain_id, seq, ts) backwards instead of probing log_id.
+ */
+export function buildWhoAccessedQuery(q: WhoAccessedQuery): { text: string; values: unknown[] } {
   const key = checkKey(q.key);
   const exact = `${q.subject.name}:${key}`;
   const keys = q.definiteOnly ? [exact] : [exact, `${q.subject.name}:*`];
-  const params: unknown[] = [keys, exact, q.subject.name];
+  const values: unknown[] = [keys, exact, q.subject.name];
   const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
+    values.push(v);
+    return `$${values.length}`;
   };
   const range: string[] = [];
-  let floor = '';
-  if (q.since) {
-    const v = p(q.since.toISOString());
-    range.push(`c.ts >= ${v}::timestamptz`);
-    floor = `AND i.ts >= ${v}::timestamptz - ${INTENT_WINDOW}`;
-  }
+  if (q.since) range.push(`c.ts >= ${p(q.since.toISOString())}::timestamptz`);
   if (q.until) range.push(`c.ts <= ${p(q.until.toISOString())}::timestamptz`);
-  const r = await client.query(`
+  const text = `
     WITH c AS (
       SELECT c.chain_id, c.seq, c.ts, c.log_id, c.rows, c.sqlstate, c.error, c.duration_ms,
              c.subject_keys @> ARRAY[$2::text] AS definite,
@@ -172,6 +174,7 @@ export async function whoAccessed(client: pg.Client, q: WhoAccessedQuery): Promi
         FROM scalple_audit.records c
        WHERE c.subject_keys && $1::text[] AND c.record_type = 'completion'
              ${range.map((x) => `AND ${x}`).join(' ')}
+       ORDER BY c.ts DESC, c.seq DESC -- sorted while the rows are narrow; the join keeps the order
     )
     SELECT c.chain_id, c.seq AS c_seq, c.ts AS c_ts, c.log_id, c.rows, c.sqlstate, c.error, c.duration_ms, c.definite, c.possible_reason,
            ${INTENT_COLUMNS}
@@ -179,10 +182,18 @@ export async function whoAccessed(client: pg.Client, q: WhoAccessedQuery): Promi
       LEFT JOIN LATERAL (
         SELECT ${INTENT_SELECT}
           FROM scalple_audit.records i
-         WHERE i.log_id = c.log_id AND i.chain_id = c.chain_id AND i.record_type = 'intent' AND i.ts <= c.ts ${floor}
-         ORDER BY i.seq DESC LIMIT 1
+         WHERE i.log_id = c.log_id AND i.chain_id = c.chain_id AND i.record_type = 'intent'
+               AND i.ts <= c.ts AND i.ts >= c.ts - ${INTENT_WINDOW}
+         LIMIT 1
       ) i ON true
-     ORDER BY c.ts DESC, c.seq DESC`, params);
+     ORDER BY c.ts DESC, c.seq DESC`;
+  return { text, values };
+}
+
+/** Every access to subject:key in the range, newest first. */
+export async function whoAccessed(client: pg.Client, q: WhoAccessedQuery): Promise<SubjectAccess[]> {
+  const key = checkKey(q.key);
+  const r = await client.query(buildWhoAccessedQuery(q));
   const rows = r.rows as Record<string, unknown>[];
 
   // Intents older than the window (a statement that ran for days), or written elsewhere.

@@ -26,11 +26,11 @@ import { AuditUnavailable, ScalpleError, errorMessage } from '../errors.ts';
 import type { AuditConfig } from '../policy/config.ts';
 import type { AuditSink, CompletionRecord, EventRecord, IntentRecord, Principal, AuditRecord } from './record.ts';
 import {
-  type ChainKeys, type PendingRow, BODY_COLUMNS, CHAIN_COLUMNS, GENESIS_HASH,
-  canonicalBody, canonicalHead, chainHash, deriveKeys, recordTimeMs, sameHex, toPendingRow,
+  type ChainKeys, type EncodedRecord, BODY_COLUMNS, CHAIN_COLUMNS, GENESIS_HASH, RecordEncoder,
+  canonicalHeadPrefix, chainHashParts, deriveKeys, isoTime, recordTimeMs, rowOf, sameHex,
 } from './chain.ts';
 import { CheckpointWriter, readCheckpoint } from './checkpoint.ts';
-import { copyBody, copyField, copyIn, copyLine } from './copy.ts';
+import { CopyPayload, copyField, copyIn } from './copy.ts';
 import { readRetentionCuts } from './cuts.ts';
 import { AuditStoreError, connect, describeUrl, pgMessage, roleOfUrl } from './db.ts';
 import { LATEST_VERSION, migrate, schemaState } from './schema.ts';
@@ -127,20 +127,22 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
-interface Entry {
-  row: PendingRow;
+/** A queued record, as BatchBuilder places it. */
+export interface Placeable {
+  /** Its canonical body and COPY fields, computed when queued (off the serial commit path). */
+  rec: EncodedRecord;
   /** When it happened (the stored ts is this, or the previous record's if later). */
   tsMs: number;
-  /** canonicalBody(row) and its COPY text, computed when queued, off the serial commit path. */
-  body: string;
-  copy: string;
-  waiter?: Waiter;
-  enqueuedAt: number;
   /** Rough size, to keep a batch (and one INSERT) within a few MB. */
   bytes: number;
 }
 
-interface Head {
+interface Entry extends Placeable {
+  waiter?: Waiter;
+  enqueuedAt: number;
+}
+
+export interface Head {
   seq: number;
   hash: string;
   tsMs: number;
@@ -151,7 +153,7 @@ interface Prepared {
   prev: Head;
   last: Head;
   small: boolean;
-  payload: string;
+  payload: Buffer | string;
 }
 
 interface InDoubt {
@@ -205,21 +207,118 @@ const INSERT_COLUMNS = [...CHAIN_COLUMNS, 'prev_hash', 'hash'].map((c) => `"${c}
 const INSERT_SQL = `INSERT INTO scalple_audit.records (${INSERT_COLUMNS})
   SELECT ${INSERT_COLUMNS} FROM json_populate_recordset(NULL::scalple_audit.records, $1::json)`;
 
-/** The row as a JSON object without its null columns (json_populate_recordset makes them NULL). */
-function rowJson(row: PendingRow): string {
-  let out = '';
-  for (const k of BODY_COLUMNS) {
-    const v = row[k];
-    if (v !== null) out += `,"${k}":${JSON.stringify(v)}`;
+/** The body columns of a record as JSON object members without its nulls (json_populate_recordset makes them NULL). */
+function rowJsonMembers(rec: EncodedRecord): string {
+  if (rec.row) {
+    let out = '';
+    for (const k of BODY_COLUMNS) {
+      const v = rec.row[k];
+      if (v !== null) out += `,"${k}":${JSON.stringify(v)}`;
+    }
+    return out.slice(1);
   }
-  return '{' + out.slice(1) + '}';
+  // The canonical body is ',' + the column values as JSON, comma-separated, + ']': cut it at the
+  // commas outside strings, arrays and objects, and name each value.
+  const body = rec.body;
+  let out = '';
+  let col = 0;
+  let start = 1;
+  let depth = 0;
+  for (let i = 1; i < body.length; i++) {
+    const ch = body.charCodeAt(i);
+    if (ch === 0x22) { // '"': skip the string
+      for (i++; i < body.length; i++) {
+        const c = body.charCodeAt(i);
+        if (c === 0x5c) i++; // '\\' escapes the next character
+        else if (c === 0x22) break;
+      }
+    } else if (ch === 0x5b || ch === 0x7b) { // '[' '{'
+      depth++;
+    } else if (ch === 0x5d || ch === 0x7d) { // ']' '}'
+      if (depth === 0) break; // the body's closing ']'
+      depth--;
+    } else if (ch === 0x2c && depth === 0) { // ','
+      const v = body.slice(start, i);
+      if (v !== 'null') out += `${out ? ',' : ''}"${BODY_COLUMNS[col]}":${v}`;
+      col++;
+      start = i + 1;
+    }
+  }
+  const v = body.slice(start, body.length - 1);
+  if (v !== 'null') out += `${out ? ',' : ''}"${BODY_COLUMNS[col]}":${v}`;
+  return out;
 }
 
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;
 
+/**
+ * The writer's CPU work on records, apart from the database: encodes a record when it is queued
+ * (canonical body and COPY fields in one pass) and places a batch after the chain head (seq, ts,
+ * chained keyed hashes, and the INSERT or COPY payload). Exported for bench/audit-records.ts.
+ */
+export class BatchBuilder {
+  private readonly encoder = new RecordEncoder();
+  private readonly headPrefix: string;
+  private readonly chainCopy: string;
+  private readonly chainJson: string;
+
+  constructor(readonly chainId: string, private readonly keys: ChainKeys) {
+    this.headPrefix = canonicalHeadPrefix(chainId);
+    this.chainCopy = copyField(chainId);
+    this.chainJson = JSON.stringify(chainId);
+  }
+
+  /** What intent(), completion() and event() queue. Throws when the record cannot be built. */
+  encode(record: AuditRecord, policyVersion: string): EncodedRecord {
+    return this.encoder.encode(record, policyVersion);
+  }
+
+  /**
+   * Places `entries` after `prev`: seq, monotonic ts and chained keyed hashes, and the payload:
+   * a JSON array for the INSERT (small) or the COPY data.
+   */
+  place(entries: readonly Placeable[], prev: Head, small: boolean): { payload: Buffer | string; last: Head } {
+    let seq = prev.seq;
+    let hash = prev.hash;
+    let tsMs = prev.tsMs;
+    const headPrefix = this.headPrefix;
+    // ts never goes backwards along a chain (callers' clocks race by microseconds), so monthly
+    // partitions hold contiguous seq ranges and retention cuts are clean.
+    if (small) {
+      let payload = '[';
+      for (let i = 0; i < entries.length; i++) {
+        const e = entries[i]!;
+        seq++;
+        tsMs = Math.max(tsMs, e.tsMs);
+        const ts = isoTime(tsMs);
+        const h = chainHashParts(this.keys, hash, headPrefix + seq + ',"' + ts + '"', e.rec.body);
+        payload += `${i ? ',' : ''}{"chain_id":${this.chainJson},"seq":${seq},"ts":"${ts}","prev_hash":"${hash}","hash":"${h}",${rowJsonMembers(e.rec)}}`;
+        hash = h;
+      }
+      return { payload: payload + ']', last: { seq, hash, tsMs } };
+    }
+    let estimate = 0;
+    for (let i = 0; i < entries.length; i++) estimate += entries[i]!.rec.copy.length + 200;
+    const out = new CopyPayload(estimate);
+    const chainCopy = this.chainCopy;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      seq++;
+      tsMs = Math.max(tsMs, e.tsMs);
+      const ts = isoTime(tsMs);
+      const h = chainHashParts(this.keys, hash, headPrefix + seq + ',"' + ts + '"', e.rec.body);
+      // chain_id, seq, ts, the body columns, prev_hash, hash (one write per line: each costs a call)
+      out.write(chainCopy + '\t' + seq + '\t' + ts + '\t' + e.rec.copy + '\t' + hash + '\t' + h + '\n');
+      hash = h;
+    }
+    return { payload: out.data(), last: { seq, hash, tsMs } };
+  }
+}
+
 class AuditWriter implements AuditStore {
   readonly chainId: string;
   private readonly keys: ChainKeys;
+  private readonly builder: BatchBuilder;
   private readonly log: AuditLogger;
   private readonly lockKey: string;
   private readonly maxBatch: number;
@@ -257,6 +356,7 @@ class AuditWriter implements AuditStore {
   constructor(private readonly config: AuditConfig, private readonly opts: AuditStoreOptions) {
     this.chainId = config.chainId;
     this.keys = deriveKeys(config.hmacKey);
+    this.builder = new BatchBuilder(config.chainId, this.keys);
     this.log = opts.logger ?? stderrLogger;
     this.lockKey = chainLockKey(config.chainId);
     this.maxBatch = Math.max(1, Math.min(opts.maxBatch ?? 1000, 10_000));
@@ -418,18 +518,18 @@ class AuditWriter implements AuditStore {
   intent(record: IntentRecord): Promise<void> {
     const refused = this.refusal();
     if (refused) return Promise.reject(new AuditUnavailable(`audit store unavailable: statement refused (${refused})`));
-    let row: PendingRow;
+    let rec: EncodedRecord;
     try {
-      row = toPendingRow(record, this.policyVersion);
+      rec = this.builder.encode(record, this.policyVersion);
     } catch (err) {
       return Promise.reject(new AuditUnavailable(`audit store unavailable: statement refused (record could not be built: ${errorMessage(err)})`, err));
     }
     const tsMs = this.timeOf(record);
     if (this.config.durability === 'buffered') {
-      this.enqueue(row, tsMs);
+      this.enqueue(rec, tsMs);
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => this.enqueue(row, tsMs, { resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue(rec, tsMs, { resolve, reject }));
   }
 
   completion(record: CompletionRecord): void {
@@ -444,28 +544,28 @@ class AuditWriter implements AuditStore {
       this.log.error({ chain: this.chainId, record: loggable(record) }, 'audit queue overflow: completion record could not be queued; new statements are refused until the queue drains');
       return;
     }
-    let row: PendingRow;
+    let rec: EncodedRecord;
     try {
-      row = toPendingRow(record, this.policyVersion);
+      rec = this.builder.encode(record, this.policyVersion);
     } catch (err) {
       this.log.error({ chain: this.chainId, record: loggable(record), err: errorMessage(err) }, 'audit completion record could not be built');
       return;
     }
-    this.enqueue(row, this.timeOf(record));
+    this.enqueue(rec, this.timeOf(record));
   }
 
   /** Events are always committed before the promise resolves, whatever the durability. */
   event(record: EventRecord): Promise<void> {
     const refused = this.refusal();
     if (refused) return Promise.reject(new AuditUnavailable(`audit store unavailable: event not recorded (${refused})`));
-    let row: PendingRow;
+    let rec: EncodedRecord;
     try {
-      row = toPendingRow(record, this.policyVersion);
+      rec = this.builder.encode(record, this.policyVersion);
     } catch (err) {
       return Promise.reject(new AuditUnavailable(`audit event could not be built: ${errorMessage(err)}`, err));
     }
     const tsMs = this.timeOf(record);
-    return new Promise((resolve, reject) => this.enqueue(row, tsMs, { resolve, reject }));
+    return new Promise((resolve, reject) => this.enqueue(rec, tsMs, { resolve, reject }));
   }
 
   /**
@@ -634,10 +734,9 @@ class AuditWriter implements AuditStore {
     return undefined;
   }
 
-  private enqueue(row: PendingRow, tsMs: number, waiter?: Waiter): void {
-    const body = canonicalBody(row);
-    const copy = copyBody(row);
-    this.queue.push({ row, tsMs, body, copy, ...(waiter ? { waiter } : {}), enqueuedAt: Date.now(), bytes: body.length + copy.length });
+  private enqueue(rec: EncodedRecord, tsMs: number, waiter?: Waiter): void {
+    // One object shape for every entry (waiter undefined when there is none).
+    this.queue.push({ rec, tsMs, bytes: rec.body.length + rec.copy.length, waiter, enqueuedAt: Date.now() });
     this.enqueued++;
     if (waiter) this.waitersQueued++;
     // Wake the loop: now (strict, a waiter, a full batch), or so it arms the interval (first record).
@@ -710,28 +809,9 @@ class AuditWriter implements AuditStore {
 
   /** Places a batch after `prev`: seq, monotonic ts and chained keyed hashes, and the payload. */
   private prepare(entries: Entry[], prev: Head): Prepared {
-    let seq = prev.seq;
-    let hash = prev.hash;
-    let tsMs = prev.tsMs;
     const small = entries.length < this.copyMinRows;
-    const chainField = small ? JSON.stringify(this.chainId) : copyField(this.chainId);
-    let payload = small ? '[' : '';
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!;
-      seq++;
-      // ts never goes backwards along a chain (callers' clocks race by microseconds), so monthly
-      // partitions hold contiguous seq ranges and retention cuts are clean.
-      tsMs = Math.max(tsMs, e.tsMs);
-      const ts = new Date(tsMs).toISOString();
-      const h = chainHash(this.keys, hash, canonicalHead(this.chainId, seq, ts) + e.body);
-      if (small) {
-        payload += `${i ? ',' : ''}{"chain_id":${chainField},"seq":${seq},"ts":"${ts}","prev_hash":"${hash}","hash":"${h}",${rowJson(e.row).slice(1)}`;
-      } else {
-        payload += copyLine(chainField, seq, ts, e.copy, hash, h);
-      }
-      hash = h;
-    }
-    return { entries, prev, last: { seq, hash, tsMs }, small, payload: small ? payload + ']' : payload };
+    const { payload, last } = this.builder.place(entries, prev, small);
+    return { entries, prev, last, small, payload };
   }
 
   /**
@@ -741,7 +821,7 @@ class AuditWriter implements AuditStore {
    */
   private send(conn: pg.Client, p: Prepared, sent: () => void): Promise<void> {
     if (!p.small) return copyIn(conn, p.payload, sent);
-    const done = conn.query(INSERT_SQL, [p.payload]).then(() => undefined);
+    const done = conn.query(INSERT_SQL, [p.payload as string]).then(() => undefined);
     sent();
     return done;
   }
@@ -798,7 +878,7 @@ class AuditWriter implements AuditStore {
     if (batch.length > this.largestBatch) this.largestBatch = batch.length;
     for (const e of batch) e.waiter?.resolve();
     if (this.overflow && this.pending() < this.config.bufferSize / 2) this.overflow = false;
-    this.checkpoint.update({ chain_id: this.chainId, seq: last.seq, hash: last.hash, ts: new Date(last.tsMs).toISOString() });
+    this.checkpoint.update({ chain_id: this.chainId, seq: last.seq, hash: last.hash, ts: isoTime(last.tsMs) });
     if (this.flushWaiters.length) {
       const still: typeof this.flushWaiters = [];
       for (const w of this.flushWaiters) (w.target <= this.committed ? w.resolve() : still.push(w));
@@ -837,8 +917,8 @@ class AuditWriter implements AuditStore {
       delete e.waiter;
       if (this.queue.includes(e)) this.waitersQueued--;
       w.reject(refused);
-      if (e.row.record_type === 'intent') {
-        this.enqueue(toPendingRow({ type: 'completion', logId: e.row.log_id, ts: new Date(), sessionId: e.row.session_id ?? '', rows: null,
+      if (e.rec.type === 'intent') {
+        this.enqueue(this.builder.encode({ type: 'completion', logId: e.rec.logId, ts: new Date(), sessionId: e.rec.sessionId ?? '', rows: null,
           sqlstate: refused.sqlstate, error: refused.message, durationMs: 0 }, this.policyVersion), Date.now());
       }
     }
@@ -906,7 +986,7 @@ class AuditWriter implements AuditStore {
     if (unwritten.length) {
       const err = new AuditUnavailable(`audit store closed with ${unwritten.length} records not written (${this.failing ?? 'store unreachable'}); they were logged as errors`);
       for (const e of unwritten) {
-        this.log.error({ chain: this.chainId, record: { ...e.row, ts: new Date(e.tsMs).toISOString() } }, 'audit record not written');
+        this.log.error({ chain: this.chainId, record: { ...rowOf(e.rec), ts: new Date(e.tsMs).toISOString() } }, 'audit record not written');
         e.waiter?.reject(err);
       }
       throw err;

@@ -51,7 +51,10 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
 
   function build(sql: string, analysis: Analysis, access: Access | null): StatementInfo {
     if (!analysis.ok) {
-      return analysis.touchesAuditSchema ? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false, refusal: AUDIT_REFUSAL, analysis, access } : { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false, analysis, access };
+      // Fail closed: what the proxy cannot parse it cannot check (PostgreSQL 15 accepts a few
+      // texts the newer grammar rejects), so it is not forwarded.
+      const refusal = analysis.touchesAuditSchema ? AUDIT_REFUSAL : { sqlstate: '42601', message: `Scalple could not parse this statement, so it is not run: ${analysis.error.message}`, rule: 'sql.unparsed' };
+      return { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false, refusal, analysis, access };
     }
     const written = analysis.statements.flatMap((st) => st.relations.map((r) => `${r.schema ?? 'public'}.${r.name}`));
     const info: StatementInfo = {
@@ -66,6 +69,15 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
     if (analysis.touchesAuditSchema) {
       info.refusal = AUDIT_REFUSAL;
       return info;
+    }
+    // set_config() of search_path, or of a name built at run time, would steer name resolution
+    // (towards the audit schema, or a table shadowing a masked one) behind the analysis' back.
+    if (analysis.statements.some((st) => st.functions.some((f) => f.name.toLowerCase() === 'set_config'))) {
+      const literal = [...sql.matchAll(/set_config\s*\(\s*('(?:[^']|'')*'|[^,)]*)/gi)].map((m) => m[1]!.trim());
+      if (literal.some((a) => !/^'[^']*'$/.test(a) || /search_path/i.test(a))) {
+        info.refusal = { sqlstate: '42501', message: 'set_config() of search_path, or of a setting named at run time, is not allowed through the proxy', rule: 'sql.set_config' };
+        return info;
+      }
     }
     const setting = analysis.statements.find((s) => s.scalpleSetting)?.scalpleSetting;
     if (setting) {

@@ -72,7 +72,8 @@ function readStartupMessage(socket: net.Socket, framer: StartupFramer): Promise<
 }
 
 async function readPassword(socket: net.Socket, first: Buffer): Promise<{ password: string; rest: Buffer }> {
-  const framer = new MessageFramer();
+  // Before login nothing large is buffered: a token fits in far less than 64 KiB.
+  const framer = new MessageFramer(64 * 1024);
   const take = (chunk: Buffer) => {
     const frames = framer.push(chunk);
     if (!frames.length) return undefined;

@@ -15,6 +15,14 @@ export interface Frame {
 const MAX_FRONTEND_MESSAGE = 1 << 30;
 
 export class MessageFramer {
+  /**
+   * Longest message accepted (the password message before login is held to much less), and the
+   * message types accepted: an unknown type byte ends the session before its body is buffered.
+   */
+  constructor(
+    private readonly maxLength = MAX_FRONTEND_MESSAGE,
+    private readonly types?: ReadonlySet<number>,
+  ) {}
   /** Bytes of an incomplete message, kept as a list so a large message is copied once, not per chunk. */
   private parts: Buffer[] = [];
   private partsLength = 0;
@@ -35,8 +43,9 @@ export class MessageFramer {
     let off = 0;
     this.needed = 5;
     while (buf.length - off >= 5) {
+      if (this.types && !this.types.has(buf[off]!)) throw new ProtocolViolation(`unknown message type ${buf[off]}`);
       const len = buf.readInt32BE(off + 1);
-      if (len < 4 || len > MAX_FRONTEND_MESSAGE) throw new ProtocolViolation(`invalid message length ${len}`);
+      if (len < 4 || len > this.maxLength) throw new ProtocolViolation(`invalid message length ${len}`);
       const end = off + 1 + len;
       if (end > buf.length) {
         this.needed = 1 + len;

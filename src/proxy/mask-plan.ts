@@ -3,7 +3,7 @@
 // that says, per output column, which mask applies. Fail closed: an output that may carry a masked
 // column and is not a plain reference to it is fully redacted; anything unanalysable over masked
 // tables is refused.
-import type { Access, Analysis, StatementInfo as SqlStatement } from '../sql/index.ts';
+import { parse, type Access, type Analysis, type StatementInfo as SqlStatement } from '../sql/index.ts';
 import { READ_ONLY_STATEMENTS, type EffectiveRole } from '../policy/policy.ts';
 import { describeMask, maskFunction, REDACTED, type MaskFn, type MaskSpec } from '../policy/masks.ts';
 import type { Refusal } from './statement-info.ts';
@@ -33,6 +33,7 @@ const OPAQUE_FUNCTIONS = new Set([
   'cursor_to_xml', 'cursor_to_xmlschema', 'schema_to_xml', 'schema_to_xml_and_xmlschema', 'schema_to_xmlschema', 'database_to_xml',
   'database_to_xml_and_xmlschema', 'database_to_xmlschema', 'dblink', 'dblink_exec', 'dblink_open', 'dblink_fetch', 'lo_import', 'lo_export',
   'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_get_activity', 'pg_stat_statements', 'pg_get_backend_memory_contexts',
+  'pg_stat_get_backend_activity', 'pg_stat_get_backend_pid', 'pg_stat_get_backend_userid', 'pg_stat_get_backend_client_addr',
 ]);
 
 /** Side effects a read-only caller must not reach, whatever PostgreSQL would allow. */
@@ -92,23 +93,26 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     const rule = role.denied.get(t);
     if (rule) return refuse(rule, `policy denies reading ${t} (${rule})`);
   }
-  if (role.masked.size === 0) return { kind: 'allow' };
-
-  const maskedTables = new Set([...role.masked.keys()].map(tableOf));
-  const touchesMaskedTable = access.tables.some((t) => maskedTables.has(t));
+  // Views of values and other sessions, SQL-running functions, user functions and search_path
+  // changes: not for callers with masked or denied columns.
   for (const t of access.tables) {
-    if (REVEALING_RELATIONS.has(t)) return refuse('mask.system_view', `${t} can reveal masked values or other people's statements: not available to roles with masked columns`);
+    if (REVEALING_RELATIONS.has(t)) return refuse('mask.system_view', `${t} can reveal masked values or other people's statements: not available to your role`);
   }
   for (const st of statements) {
-    const fn = st.functions.find((f) => OPAQUE_FUNCTIONS.has(f.name.toLowerCase()));
-    if (fn) return refuse('mask.opaque_function', `${fn.name}() runs SQL the proxy cannot check against the masking policy`);
+    const fn = st.functions.find((f) => OPAQUE_FUNCTIONS.has(f.name.toLowerCase()) || f.name.toLowerCase() === 'set_config');
+    if (fn) return refuse('mask.opaque_function', `${fn.name}() runs SQL or changes settings the proxy cannot check against the masking policy`);
+    if (st.setting?.name === 'search_path') return refuse('mask.search_path', 'changing search_path is not available to roles with masked or denied columns');
     // Notifications carry whatever other sessions put in them, values of masked columns included.
     if (st.kind === 'LISTEN') return refuse('mask.listen', 'LISTEN is not available to roles with masked columns: notification payloads are not checked');
   }
   // Objects the catalog does not know (created in this session or transaction) may hide anything.
-  if (role.masked.size && access.unknownTables.length) return refuse('mask.unknown_relation', `${access.unknownTables.join(', ')} is not in the catalog the proxy checks masking against: not available to your role`);
-  // A function body may read any table: not for callers with masked columns.
-  if (role.masked.size && userFunctions.length) return refuse('mask.user_function', `${userFunctions[0]}() is not a built-in function and may read masked columns: not available to your role`);
+  if (access.unknownTables.length) return refuse('mask.unknown_relation', `${access.unknownTables.join(', ')} is not in the catalog the proxy checks masking against: not available to your role`);
+  // A function body may read any table.
+  if (userFunctions.length) return refuse('mask.user_function', `${userFunctions[0]}() is not a built-in function and may read masked columns: not available to your role`);
+  if (role.masked.size === 0) return { kind: 'allow' };
+
+  const maskedTables = new Set([...role.masked.keys()].map(tableOf));
+  const touchesMaskedTable = access.tables.some((t) => maskedTables.has(t));
   if (!touchesMaskedTable) return { kind: 'allow' };
 
   const maskedRead = access.columns.filter((c) => role.masked.has(c));
@@ -134,6 +138,19 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
   if (st.command?.type === 'copy') return refuse('mask.copy', `COPY of masked columns (${maskedRead.join(', ')}) is not available to your role: use SELECT`);
   if (st.command?.type === 'declare' || st.command?.type === 'fetch') return refuse('mask.cursor', 'cursors over masked columns are not available to your role: use SELECT');
   if (!sa.outputs) return refuse('mask.no_lineage', `cannot tell which outputs carry masked columns (${maskedRead.join(', ')})`);
+  // Subqueries, CTEs and set operations over masked columns can turn a masked value into a row
+  // count, an ordering or an error (a subquery's output compared in WHERE): not analysed deeply
+  // enough to allow, so refused.
+  if (st.scopes.length > 1) return refuse('mask.nested', `subqueries, CTEs and set operations over masked columns (${maskedRead.join(', ')}) are not available to your role: select the columns directly`);
+  const outputsMasked = sa.outputs.map((o) => o.sources.some((src) => role.masked.has(src)));
+  // A computed value over a masked column still runs upstream: its errors, timing and row counts
+  // would answer questions about the value. Only plain references are masked; the rest is refused.
+  const computed = sa.outputs.findIndex((o, i) => outputsMasked[i] && !(o.plain && o.sources.length === 1));
+  if (computed >= 0) return refuse('mask.computed', `output "${sa.outputs[computed]!.name}" computes over masked ${sa.outputs[computed]!.sources.filter((x) => role.masked.has(x)).join(', ')}: select the column itself (it comes back masked) or ask for access`);
+  const shape = rowShapeOf(analysis.sql);
+  if (shape.distinct && outputsMasked.some(Boolean)) return refuse('mask.inference', 'DISTINCT over masked columns tells which values are equal: not available to your role');
+  const byPosition = shape.positions.find((p) => outputsMasked[p - 1]);
+  if (byPosition !== undefined) return refuse('mask.inference', `ordering or grouping by output ${byPosition}, a masked column, answers questions about its values: not available to your role`);
 
   const columns: (ColumnMask | undefined)[] = [];
   const maskedFields: Record<string, string> = {};
@@ -153,6 +170,32 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     }
   }
   return { kind: 'allow', plan: { columns, maskedFields }, maskedFields };
+}
+
+/** DISTINCT, and ORDER BY / GROUP BY by output position, of the top-level SELECT. */
+function rowShapeOf(sql: string): { distinct: boolean; positions: number[] } {
+  const out = { distinct: false, positions: [] as number[] };
+  try {
+    const tree = parse(sql) as unknown as { stmts: { stmt: Record<string, unknown> }[] };
+    const sel = tree.stmts[0]?.stmt.SelectStmt as Record<string, unknown> | undefined;
+    if (!sel) return out;
+    out.distinct = Array.isArray(sel.distinctClause);
+    const position = (n: unknown): number | undefined => {
+      const c = (n as Record<string, Record<string, Record<string, number>>> | undefined)?.A_Const?.ival;
+      return c ? c.ival : undefined;
+    };
+    for (const sb of (sel.sortClause as Record<string, Record<string, unknown>>[] | undefined) ?? []) {
+      const p = position(sb.SortBy?.node);
+      if (p !== undefined) out.positions.push(p);
+    }
+    for (const g of (sel.groupClause as unknown[] | undefined) ?? []) {
+      const p = position(g);
+      if (p !== undefined) out.positions.push(p);
+    }
+  } catch {
+    out.distinct = true; // unparseable here means refused above; be safe anyway
+  }
+  return out;
 }
 
 /** The mask for a column PostgreSQL reports in RowDescription (table OID, attnum), if any. */

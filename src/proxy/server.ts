@@ -47,7 +47,14 @@ interface CancelTarget {
   target: UpstreamTarget;
 }
 
-const UPSTREAM_PARAMS_BEHIND_POOLER = new Set(['application_name', 'client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'standard_conforming_strings']);
+/**
+ * Startup parameters a client may pass upstream. Never `options`, `search_path` or anything that
+ * changes how the server reads statement text: the proxy's analysis assumes UTF-8 and standard
+ * strings, and a differing lexer would let a statement mean one thing to the proxy and another to
+ * PostgreSQL.
+ */
+const FORWARDED_PARAMS = new Set(['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits']);
+const FORWARDED_BEHIND_POOLER = new Set(['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle']);
 
 export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promise<RunningProxy> {
   let config = initial;
@@ -115,12 +122,16 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
       const grants = await ctx.audit.activeGrants(principal);
       const role = gate.roleFor(principal, grants.map((g) => g.role));
       if ('refused' in role) throw new ScalpleError('AUTH_FAILED', role.refused, { sqlstate: '28000' });
-      const forwarded: Record<string, string> = {};
-      for (const [k, v] of Object.entries(outcome.params)) {
-        if (k === 'user' || k === 'database') continue;
-        if (config.upstreamPoolMode !== 'none' && !UPSTREAM_PARAMS_BEHIND_POOLER.has(k)) continue;
-        forwarded[k] = v;
+      const enc = outcome.params.client_encoding;
+      if (enc && !/^(utf-?8|unicode)$/i.test(enc.replace(/'/g, ''))) {
+        throw new ScalpleError('PROTOCOL', `client_encoding ${enc} is not supported through Scalple: use UTF8`, { sqlstate: '22023' });
       }
+      const scs = outcome.params.standard_conforming_strings;
+      if (scs && !/^(on|true|1)$/i.test(scs)) throw new ScalpleError('PROTOCOL', 'standard_conforming_strings must stay on through Scalple', { sqlstate: '22023' });
+      const allowed = config.upstreamPoolMode === 'none' ? FORWARDED_PARAMS : FORWARDED_BEHIND_POOLER;
+      const forwarded: Record<string, string> = {};
+      for (const [k, v] of Object.entries(outcome.params)) if (allowed.has(k)) forwarded[k] = v;
+      forwarded.client_encoding = 'UTF8';
       // Read-only roles: PostgreSQL itself refuses their writes, through a read-only upstream role,
       // or (straight to PostgreSQL) read-only transactions by default for the session.
       const target = !role.write && upstreamReadonly ? upstreamReadonly : upstream;

@@ -138,7 +138,7 @@ export class Session {
   private readonly userLabel: string;
   private readonly transactionPooled: boolean;
   private readonly buffered: boolean;
-  private readonly framer = new MessageFramer();
+  private readonly framer = new MessageFramer(undefined, new Set(Object.values(Front)));
 
   private inbox: Frame[] = [];
   private processing = false;
@@ -170,6 +170,8 @@ export class Session {
   /** Masked outputs of the last statement, for scalple.last_masked(). */
   private lastMasked: { column: string; source: string; mask: string }[] = [];
   private ddlInTransaction = false;
+  /** The server is in COPY FROM STDIN: it ignores Sync until CopyDone/CopyFail. */
+  private copyIn = false;
   private readonly role: EffectiveRole;
   private readonly roleKey: string;
 
@@ -321,14 +323,18 @@ export class Session {
       case Front.Sync:
         this.skipUntilSync = false;
         this.sendUp(f.raw);
-        this.expect({ k: 'sync', seq: ++this.syncSeq });
+        // PostgreSQL ignores a Sync sent during COPY FROM STDIN: expect no reply for it.
+        if (!this.copyIn) this.expect({ k: 'sync', seq: ++this.syncSeq });
         return;
       case Front.Flush:
         this.sendUp(f.raw);
         return;
       case Front.CopyData:
+        this.sendUp(f.raw);
+        return;
       case Front.CopyDone:
       case Front.CopyFail:
+        this.copyIn = false;
         this.sendUp(f.raw);
         return;
       case Front.Terminate:
@@ -374,6 +380,9 @@ export class Session {
       const subjects = this.ctx.gate.subjectPlan(info);
       this.startSubjects(exec, subjects);
       this.sendUp(queryMessage(tag + (subjects?.upstreamSql ?? sql)));
+      // A simple query replaces the server's unnamed statement.
+      this.upstreamUnnamed = undefined;
+      this.endsTransaction(info);
       this.expect({ k: 'query', exec, seq: ++this.syncSeq, plan: this.activePlan(decision, this.guards(info), subjects) });
     };
     const recorded = this.recordIntent(exec, sql, info, undefined, decision, observed);
@@ -597,6 +606,11 @@ export class Session {
       this.failExtended({ sqlstate: '26000', message: name ? `prepared statement "${name}" does not exist` : 'unnamed prepared statement does not exist', rule: 'protocol' });
       return;
     }
+    if (portal !== '' && this.portals.has(portal)) {
+      // PostgreSQL refuses it and keeps the first portal: so must the proxy's bookkeeping.
+      this.failExtended({ sqlstate: '42P03', message: `cursor "${portal}" already exists`, rule: 'protocol' });
+      return;
+    }
     const plan = this.activePlan(stmt.decision, stmt.guarded, stmt.subjects);
     this.portals.set(portal, { stmt, params: decodeBindParams(rest), plan, described: false });
     if (stmt.info.setting) {
@@ -683,6 +697,15 @@ export class Session {
     }
     this.sendUp(f.raw);
     this.expect({ k: 'execute', exec, plan: portal?.plan });
+    if (portal) this.endsTransaction(portal.stmt.info);
+  }
+
+  /** COMMIT/ROLLBACK sent: what follows in the pipeline is outside the transaction's settings. */
+  private endsTransaction(info: StatementInfo): void {
+    if (info.kinds.some((k) => k === 'COMMIT' || k === 'ROLLBACK' || k === 'COMMIT PREPARED' || k === 'ROLLBACK PREPARED' || k === 'PREPARE TRANSACTION')) {
+      this.actingFor = undefined;
+      this.localReason = undefined;
+    }
   }
 
   private onCloseMessage(f: Frame): void {
@@ -753,7 +776,9 @@ export class Session {
 
   private intentRecord(logId: string, sql: string, info: StatementInfo, params: (string | null)[] | undefined, decision: IntentRecord['decision'], rule?: string, maskedFields?: Record<string, string>, namedQuery?: string): IntentRecord {
     const reason = this.currentReason();
-    ({ sql, params } = this.redactForAudit(sql, info, params));
+    // Statements that run never compare masked columns (that is refused), so only refused ones
+    // can carry a literal or parameter aimed at a masked value.
+    if (decision === 'deny') ({ sql, params } = this.redactForAudit(sql, info, params));
     return {
       type: 'intent',
       logId,
@@ -781,8 +806,8 @@ export class Session {
   }
 
   /**
-   * Literals and parameters of a statement that reads columns masked for this caller are kept out
-   * of the record: the text is stored normalised (literals become $n) and parameters redacted.
+   * Literals and parameters of a refused statement that reads columns masked for this caller are
+   * kept out of the record: the text is stored normalised (literals become $n), parameters redacted.
    */
   private redactForAudit(sql: string, info: StatementInfo, params: (string | null)[] | undefined): { sql: string; params: (string | null)[] | undefined } {
     if (!this.role.masked.size || !info.columns.some((c) => this.role.masked.has(c))) return { sql, params };
@@ -1027,8 +1052,24 @@ export class Session {
           this.complete(h.exec);
         }
         return 'forward';
+      case Back.CopyInResponse:
+        this.copyIn = true;
+        return 'forward';
       case Back.ErrorResponse:
+        this.copyIn = false;
         return this.onBackendError(body, h);
+      case Back.ParameterStatus: {
+        // The analysis assumes UTF-8 and standard strings; if either changes, the proxy and the
+        // server could read a statement differently: end the session.
+        const r = new Reader(body);
+        const name = r.cstring();
+        const value = r.cstring();
+        if ((name === 'client_encoding' && !/^utf-?8$/i.test(value)) || (name === 'standard_conforming_strings' && value !== 'on')) {
+          queueMicrotask(() => this.terminate('22023', `${name} changed to ${value}: not supported through Scalple`));
+          return 'drop';
+        }
+        return 'forward';
+      }
       case Back.ReadyForQuery: {
         this.status = String.fromCharCode(body[0] ?? 0x49) as TxStatus;
         if (h?.k === 'query' || h?.k === 'sync') {
@@ -1053,6 +1094,8 @@ export class Session {
       h.exec.error ??= fields.get('M');
       tagLength = h.exec.tagLength;
     } else if (h && h.k !== 'sync' && h.k !== 'local') {
+      // The server skips the rest of the batch, pending Parses included.
+      this.upstreamUnnamed = undefined;
       if (h.k === 'execute') {
         h.exec.sqlstate = fields.get('C');
         h.exec.error = fields.get('M');
@@ -1127,6 +1170,8 @@ export class Session {
   /** A ReadyForQuery ended the batch `seq`: per-transaction settings end with the transaction. */
   private endOfBatch(seq: number): void {
     if (this.status !== 'I') return;
+    // Named portals live only as long as their transaction.
+    for (const name of [...this.portals.keys()]) if (name !== '') this.portals.delete(name);
     if (this.ddlInTransaction) {
       this.ddlInTransaction = false;
       this.ctx.analyzer.schemaChanged();

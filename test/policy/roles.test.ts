@@ -69,7 +69,7 @@ describe('require_reason', () => {
     expect(r.rows[0].email).toBe('c***@***.org');
     await c.end();
     await stack.flushAudit();
-    const rec = await stack.sql("SELECT reason, decision FROM scalple_audit.records WHERE record_type = 'intent' AND statement = 'SELECT email FROM customers WHERE id = $1' ORDER BY seq");
+    const rec = await stack.sql("SELECT reason, decision FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE 'SELECT email FROM customers WHERE id = %' ORDER BY seq");
     expect(rec.rows).toEqual([{ reason: null, decision: 'deny' }, { reason: 'ticket SUP-77', decision: 'mask' }]);
   });
 });

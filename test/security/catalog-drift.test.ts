@@ -1,0 +1,146 @@
+// The mask plan is computed from the proxy's picture of the catalog and of the session (search
+// path, temporary objects); PostgreSQL resolves names with the real ones. Whenever the two differ,
+// a masked column can come back under a name the proxy believes harmless. The RowDescription
+// cross-check does not save these cases: it maps (table OID, attnum) to a column of the snapshot,
+// and a view's column, or an OID the snapshot does not know, maps to nothing masked.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from '../support/stack.ts';
+import { WireClient, parse, bind, execute, syncMessage, roundTrip, simple, textOf, leaked, piiValues, maskedPolicy } from './support.ts';
+
+async function connectAs(stack: Stack, email: string): Promise<WireClient> {
+  const t = await stack.token(email);
+  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
+}
+
+describe('DDL done outside the proxy (a migration) while people are connected', () => {
+  let stack: Stack;
+  let pii: string[];
+  beforeAll(async () => {
+    stack = await startStack({ poolMode: 'transaction', config: maskedPolicy() });
+    await stack.sql('CREATE VIEW region_view_1 AS SELECT id, region FROM customers; CREATE VIEW region_view_2 AS SELECT id, region FROM customers; GRANT SELECT ON region_view_1, region_view_2 TO app_user');
+    pii = await piiValues((t) => stack.sql(t), 3);
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const swap = (view: string) => stack.sql(`DROP VIEW ${view}; CREATE VIEW ${view} AS SELECT id, ssn AS region FROM customers; GRANT SELECT ON ${view} TO app_user`);
+
+  // Known hole, not fixed yet (README: Known limitations): named statements are not re-analysed after DDL made outside the proxy.
+  it.fails('a named statement prepared before a view changed is checked against the new definition', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    const before = await roundTrip(w, [parse('s', 'SELECT * FROM region_view_1 WHERE id <= 2'), bind('', 's'), execute(''), syncMessage]);
+    expect(leaked(textOf(before), pii)).toEqual([]);
+    await swap('region_view_1');
+    const after = await roundTrip(w, [bind('', 's'), execute(''), syncMessage]);
+    w.close();
+    expect(leaked(textOf(after), pii)).toEqual([]);
+  });
+
+  // Known hole, not fixed yet (README: Known limitations): DDL made outside the proxy is seen only when the catalog refreshes (TTL).
+  it.fails('a new statement over a view changed a moment ago is not planned with the old definition (catalog TTL)', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    await simple(w, 'SELECT * FROM region_view_2 WHERE id <= 2');
+    await swap('region_view_2');
+    const frames = await simple(w, 'SELECT * FROM region_view_2 WHERE id <= 3');
+    w.close();
+    expect(leaked(textOf(frames), pii)).toEqual([]);
+  });
+});
+
+describe('session state the proxy does not see (upstream_pool_mode: none, a role with masks that may write)', () => {
+  let stack: Stack;
+  let pii: string[];
+  beforeAll(async () => {
+    stack = await startStack({ poolMode: 'none', config: maskedPolicy({ support: { groups: ['support'], write: true } }) });
+    // A second schema with a table of the same name, outside the pii list (a staging copy).
+    await stack.sql("CREATE SCHEMA staging; CREATE TABLE staging.customers (id bigint, ssn text); INSERT INTO staging.customers VALUES (1, 'staging-row'); GRANT USAGE ON SCHEMA staging TO app_user; GRANT SELECT ON staging.customers TO app_user");
+    pii = await piiValues((t) => stack.sql(t), 3);
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  // Known hole, not fixed yet (README: Known limitations): temporary objects of a session are not in the shared catalog (writing roles, pool mode none).
+  it.fails('a temporary view shadowing a table is not mistaken for the table', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    await simple(w, 'CREATE TEMP VIEW orders AS SELECT id, ssn AS status FROM customers');
+    const frames = await simple(w, 'SELECT id, status FROM orders WHERE id <= 2');
+    w.close();
+    expect(leaked(textOf(frames), pii)).toEqual([]);
+  });
+
+  it('SET search_path rolled back with its transaction is rolled back in the proxy too', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    await simple(w, 'BEGIN');
+    await simple(w, 'SET search_path = staging, public');
+    await simple(w, 'ROLLBACK');
+    // PostgreSQL is back on "$user", public: customers is public.customers again.
+    const frames = await simple(w, 'SELECT id, ssn FROM customers WHERE id <= 2');
+    w.close();
+    expect(leaked(textOf(frames), pii)).toEqual([]);
+  });
+});
+
+describe('SET LOCAL search_path behind the transaction pooler (PII in a second schema, a role with masks that may write)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    const policy = maskedPolicy({ support: { groups: ['support'], write: true } });
+    policy.pii = { ...(policy.pii as object), 'crm.contacts.email': 'redact' };
+    stack = await startStack({ poolMode: 'transaction', config: policy });
+    await stack.sql(`CREATE SCHEMA crm; CREATE TABLE crm.contacts (id int, email text); INSERT INTO crm.contacts VALUES (1, 'crm-secret-1@example.net'), (2, 'crm-secret-2@example.net');
+      CREATE TABLE public.contacts (id int, email text); INSERT INTO public.contacts VALUES (1, 'public-ok@example.net');
+      GRANT USAGE ON SCHEMA crm TO app_user; GRANT SELECT ON crm.contacts, public.contacts TO app_user`);
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  it('the proxy resolves names with the path SET LOCAL gave PostgreSQL', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    await simple(w, 'BEGIN');
+    await simple(w, 'SET LOCAL search_path = crm, public');
+    const frames = await simple(w, 'SELECT id, email FROM contacts');
+    await simple(w, 'ROLLBACK');
+    w.close();
+    expect(textOf(frames)).not.toContain('crm-secret-1@example.net');
+  });
+
+  it('… and the path set_config(…, true) gave it', async () => {
+    const w = await connectAs(stack, 'alice@example.com');
+    await simple(w, 'BEGIN');
+    await simple(w, "SELECT set_config('search_path', 'crm, public', true)");
+    const frames = await simple(w, 'SELECT id, email FROM contacts');
+    await simple(w, 'ROLLBACK');
+    w.close();
+    expect(textOf(frames)).not.toContain('crm-secret-1@example.net');
+  });
+});
+
+describe('search_path from the startup packet (upstream_pool_mode: none, read-only alice, PII in a second schema)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    const policy = maskedPolicy();
+    policy.pii = { ...(policy.pii as object), 'crm.contacts.email': 'redact' };
+    stack = await startStack({ poolMode: 'none', config: policy });
+    await stack.sql(`CREATE SCHEMA crm; CREATE TABLE crm.contacts (id int, email text); INSERT INTO crm.contacts VALUES (1, 'crm-secret-1@example.net');
+      CREATE TABLE public.contacts (id int, email text); INSERT INTO public.contacts VALUES (1, 'public-ok@example.net');
+      GRANT USAGE ON SCHEMA crm TO app_user; GRANT SELECT ON crm.contacts, public.contacts TO app_user`);
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  for (const [carrier, params] of [
+    ['a search_path startup parameter', { search_path: 'crm, public' }],
+    ['-c search_path in options', { options: '-c search_path=crm,public' }],
+  ] as const) {
+    it(`${carrier} is not forwarded behind the proxy's back`, async () => {
+      const t = await stack.token('alice@example.com');
+      const w = await WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken, ...params });
+      const frames = await simple(w, 'SELECT id, email FROM contacts');
+      w.close();
+      expect(textOf(frames)).not.toContain('crm-secret-1@example.net');
+    });
+  }
+});
