@@ -43,7 +43,8 @@ export function registerPolicyCommands(program: Command): void {
         return;
       }
       if (result.decision === 'refuse') process.stdout.write(`REFUSED for role ${result.role}: ${result.message} (rule ${result.rule})\n`);
-      const t = new Table({ head: ['column', 'comes from', `${result.role} receives`] });
+      // Plain borders, no colour: the output is often piped or pasted.
+      const t = new Table({ head: ['column', 'comes from', `${result.role} receives`], style: { head: [], border: [] } });
       for (const c of result.columns) t.push([c.column, c.sources.join(', ') || '(computed)', c.receives]);
       if (result.columns.length) process.stdout.write(t.toString() + '\n');
     });
