@@ -1105,7 +1105,7 @@ export class Session {
       // The server skips everything up to Sync after an error; so do we.
       while (this.head() && this.head()!.k !== 'sync') {
         const p = this.head()!;
-        if (p.k === 'execute' && p !== h) this.complete(p.exec, '57014', 'skipped after an earlier error');
+        if ((p.k === 'execute' || p.k === 'query') && p !== h && p.exec) this.complete(p.exec, '57014', 'skipped after an earlier error');
         this.pop();
       }
     }

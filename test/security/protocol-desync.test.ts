@@ -103,8 +103,7 @@ describe('audit completions', () => {
     await stack?.stop();
   });
 
-  // Known hole, not fixed yet (README: Known limitations): a skipped simple Query keeps an intent without completion.
-  it.fails('a Query that PostgreSQL skips (after an extended-protocol error, before Sync) still gets a completion record', async () => {
+  it('a Query that PostgreSQL skips (after an extended-protocol error, before Sync) still gets a completion record', async () => {
     const w = await connectAs(stack, 'carol@example.com');
     const frames = await roundTrip(w, [parse('', 'SELECT nosuchcolumn FROM orders'), queryMessage('SELECT 1 AS skipped_marker'), syncMessage]);
     w.close();
