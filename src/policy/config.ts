@@ -50,6 +50,8 @@ export interface AuditConfig {
   flushIntervalMs: number;
   /** File outside the database where the chain head is kept, so a cut tail is detected. */
   checkpointFile: string;
+  /** Also stream every record as a JSON line (SIEM): 'stdout' or a file path. */
+  stream?: string;
 }
 
 export interface ScalpleConfig {
@@ -127,6 +129,7 @@ export function parseConfig(raw: unknown, file: string, env: NodeJS.ProcessEnv =
     bufferSize: auditRaw.buffer_size === undefined ? 10_000 : int(auditRaw.buffer_size, 'audit.buffer_size', 1),
     flushIntervalMs: auditRaw.flush_interval_ms === undefined ? 20 : int(auditRaw.flush_interval_ms, 'audit.flush_interval_ms', 1),
     checkpointFile: path.resolve(dir, auditRaw.checkpoint_file === undefined ? `scalple-audit-head.${chainId}.json` : str(auditRaw.checkpoint_file, 'audit.checkpoint_file')),
+    ...(auditRaw.stream === undefined ? {} : { stream: str(auditRaw.stream, 'audit.stream') === 'stdout' ? 'stdout' : path.resolve(dir, auditRaw.stream as string) }),
   };
 
   const idRaw = obj(doc.identity, 'identity');

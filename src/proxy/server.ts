@@ -19,6 +19,7 @@ import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from '
 import type { StatementAnalyzer } from './statement-info.ts';
 import { createAnalyzer } from './analyzer.ts';
 import { PolicyGate } from './policy-gate.ts';
+import { createRecordStream, type RecordStream } from '../audit/stream.ts';
 import { LiveAlerts } from '../audit/alerts.ts';
 import { parseAnomaliesConfig } from '../audit/anomalies.ts';
 import { Metrics } from './metrics.ts';
@@ -56,8 +57,29 @@ interface CancelTarget {
 const FORWARDED_PARAMS = new Set(['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits']);
 const FORWARDED_BEHIND_POOLER = new Set(['application_name', 'DateStyle', 'TimeZone', 'IntervalStyle']);
 
+/** Every record the store takes is also written as a JSON line (audit.stream), for a SIEM. */
+function teeToStream(sink: AuditSink, stream: RecordStream): AuditSink {
+  return {
+    intent: (r) => sink.intent(r).then(() => stream.write(r)),
+    completion: (r) => {
+      sink.completion(r);
+      stream.write(r);
+    },
+    event: (r) => sink.event(r).then(() => stream.write(r)),
+    healthy: () => sink.healthy(),
+    isRevoked: (p) => sink.isRevoked(p),
+    activeGrants: (p) => sink.activeGrants(p),
+    revoke: (i) => sink.revoke(i),
+    restore: (i) => sink.restore(i),
+    grant: (i) => sink.grant(i),
+    close: () => sink.close(),
+  };
+}
+
 export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promise<RunningProxy> {
   let config = initial;
+  const stream = config.audit.stream ? createRecordStream(config.audit.stream) : undefined;
+  const audit = stream ? teeToStream(deps.audit, stream) : deps.audit;
   const logger = deps.logger ?? pino({ name: 'scalple' }, pino.destination(2));
   const metrics = new Metrics();
   const verifier = new IdentityVerifier(config.identity, config.applications);
@@ -78,7 +100,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
     : [];
   const anomalies = config.policy.anomalies !== undefined ? parseAnomaliesConfig(config.policy.anomalies) : undefined;
   const alerts = anomalies ? new LiveAlerts(anomalies, { log: (o) => logger.warn(o, 'scalple alert') }, anomalies.alerts.webhookUrl) : undefined;
-  const ctx: SessionContext = { config, audit: deps.audit, analyzer, verifier, logger, metrics, gate, ...(alerts ? { alerts } : {}) };
+  const ctx: SessionContext = { config, audit, analyzer, verifier, logger, metrics, gate, ...(alerts ? { alerts } : {}) };
   const sessions = new Set<Session>();
   const cancelKeys = new Map<string, CancelTarget>();
 
@@ -258,6 +280,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
       if (http) await new Promise<void>((resolve) => http!.server.close(() => resolve()));
       await analyzer.close();
       await alerts?.drain();
+      await stream?.close();
     },
   };
 }
