@@ -20,7 +20,7 @@ import {
 } from '../../src/audit/anomalies.ts';
 import { type Alert, LiveAlerts } from '../../src/audit/alerts.ts';
 import { generateIntesaHistory, SIM_GROUPS, type SimResult } from '../support/intesa-sim.ts';
-import { type AuditDb, freshAuditDb, HMAC_KEY, startAuditCluster } from './helpers.ts';
+import { type AuditDb, freshAuditDb, HMAC_KEY, startAuditCluster, auditConfigYaml } from './helpers.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/scalple.js');
 const MAX_FP_PER_PERSON = 1;
@@ -230,18 +230,10 @@ describe('the Intesa pattern', () => {
 
   it('`scalple audit anomalies --format json` finds the insider on the generated store', async () => {
     const configFile = path.join(env.dir, 'scalple.yaml');
-    writeFileSync(configFile, `
-upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
-identity:
-  issuer: "http://127.0.0.1:1/"
-  audience: scalple
-audit:
-  url: "${env.writerUrl}"
-  hmac_key: "${HMAC_KEY}"
-anomalies:
+    writeFileSync(configFile, auditConfigYaml(server, env, { audit: ``, extra: `anomalies:
   window: 30d
   working_hours: { start: "08:00", end: "19:00", days: [mon, tue, wed, thu, fri], timezone: Europe/Rome }
-`);
+` }));
     const until = sweep.find((w) => w.phase === 'pattern')!.until.toISOString();
     const t = Date.now();
     const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {

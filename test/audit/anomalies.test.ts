@@ -15,7 +15,7 @@ import {
   parseAnomaliesConfig, parseWorkingHours, reasonPolicyFrom, requiresReason, withinWorkingHours, withinWorkingHoursSql,
 } from '../../src/audit/anomalies.ts';
 import { type Alert, LiveAlerts, type ObservedStatement, addToRegisters, hash32, hllEstimate } from '../../src/audit/alerts.ts';
-import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient } from './helpers.ts';
+import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient, auditConfigYaml } from './helpers.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/scalple.js');
 const ROME: WorkingHours = parseWorkingHours({ start: '08:00', end: '19:00', days: ['mon', 'tue', 'wed', 'thu', 'fri'], timezone: 'Europe/Rome' });
@@ -199,15 +199,7 @@ describe('over a real store', () => {
     server = await startAuditCluster();
     env = await freshAuditDb(server);
     configFile = path.join(env.dir, 'scalple.yaml');
-    writeFileSync(configFile, `
-upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
-identity:
-  issuer: "http://127.0.0.1:1/"
-  audience: scalple
-audit:
-  url: "${env.writerUrl}"
-  hmac_key: "${HMAC_KEY}"
-pii:
+    writeFileSync(configFile, auditConfigYaml(server, env, { audit: ``, extra: `pii:
   public.customers.email: email
 roles:
   support: { groups: [support], require_reason: true }
@@ -216,7 +208,7 @@ enforce: false
 anomalies:
   bulk_subjects: 100
   working_hours: { start: "08:00", end: "19:00", days: [mon, tue, wed, thu, fri], timezone: Europe/Rome }
-`);
+` }));
     const store = await openAuditStore(env.config(), { policyVersion: 'pv' });
     const stmt = async (ts: string, i: Parameters<typeof intent>[0], subjectKeys: string[], possible?: Record<string, string>) => {
       const rec = intent({ ts: Z(ts), ...i });

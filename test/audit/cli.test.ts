@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PostgresServer } from '../support/services.ts';
 import { loadConfig } from '../../src/policy/config.ts';
 import { openAuditStore } from '../../src/audit/writer.ts';
-import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient, WRITER } from './helpers.ts';
+import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient, WRITER, auditConfigYaml } from './helpers.ts';
 
 const BIN = path.resolve(import.meta.dirname, '../../bin/scalple.js');
 
@@ -40,18 +40,10 @@ beforeAll(async () => {
   server = await startAuditCluster();
   env = await freshAuditDb(server, { init: false });
   configFile = path.join(env.dir, 'scalple.yaml');
-  writeFileSync(configFile, `
-upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
-identity:
-  issuer: "http://127.0.0.1:1/"
-  audience: scalple
-audit:
-  url: "${env.writerUrl}"
-  hmac_key: "${HMAC_KEY}"
-  durability: strict
+  writeFileSync(configFile, auditConfigYaml(server, env, { audit: `  durability: strict
   chain_id: main
   checkpoint_file: scalple-audit-head.main.json
-`);
+`, extra: `` }));
 });
 
 afterAll(async () => {

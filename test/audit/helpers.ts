@@ -112,3 +112,19 @@ export function captureLogger(): CapturedLog {
     error: (obj, msg) => lines.push({ level: 'error', obj, ...(msg ? { msg } : {}) }),
   };
 }
+
+/**
+ * The config file audit commands read: upstream, identity and audit.url/hmac_key for this test
+ * database, plus `audit` lines (indented under audit:) and any other top-level YAML.
+ */
+export function auditConfigYaml(server: PostgresServer, env: AuditDb, opts: { audit?: string; extra?: string } = {}): string {
+  return `
+upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
+identity:
+  issuer: "http://127.0.0.1:1/"
+  audience: scalple
+audit:
+  url: "${env.writerUrl}"
+  hmac_key: "${HMAC_KEY}"
+${opts.audit ?? ''}${opts.extra ?? ''}`;
+}

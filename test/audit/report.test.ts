@@ -10,7 +10,7 @@ import { openAuditStore } from '../../src/audit/writer.ts';
 import type { CompletionRecord, IntentRecord } from '../../src/audit/record.ts';
 import { buildReport, renderReportHtml, type SubjectAccessReport } from '../../src/audit/report.ts';
 import { SUBJECT_ACCESS_FIELDS } from '../../src/audit/who-accessed.ts';
-import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient } from './helpers.ts';
+import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient, auditConfigYaml } from './helpers.ts';
 import { chromium, chromiumPath, decodePng, pngStats, scalple } from './cli-run.ts';
 
 const CAROL = { kind: 'person' as const, sub: 'u-carol', email: 'carol@example.com', name: 'Carol Analyst', groups: ['analytics'] };
@@ -29,18 +29,10 @@ beforeAll(async () => {
   out = path.join(env.dir, 'out');
   mkdirSync(out);
   configFile = path.join(env.dir, 'scalple.yaml');
-  writeFileSync(configFile, `
-upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
-identity:
-  issuer: "http://127.0.0.1:1/"
-  audience: scalple
-audit:
-  url: "${env.writerUrl}"
-  hmac_key: "${HMAC_KEY}"
-  durability: strict
-subjects:
+  writeFileSync(configFile, auditConfigYaml(server, env, { audit: `  durability: strict
+`, extra: `subjects:
   customer: { table: public.customers, key: id, via: [public.orders.customer_id] }
-`);
+` }));
   const config = loadConfig(configFile);
   const store = await openAuditStore(config.audit, { policyVersion: config.policyVersion });
   const write = async (i: Partial<IntentRecord>, c: Partial<CompletionRecord>) => {

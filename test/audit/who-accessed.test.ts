@@ -12,7 +12,7 @@ import { loadConfig } from '../../src/policy/config.ts';
 import { openAuditStore } from '../../src/audit/writer.ts';
 import type { CompletionRecord, IntentRecord } from '../../src/audit/record.ts';
 import { SUBJECT_ACCESS_FIELDS, type SubjectAccess } from '../../src/audit/who-accessed.ts';
-import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient } from './helpers.ts';
+import { ALICE, BOB, type AuditDb, completion, freshAuditDb, HMAC_KEY, intent, startAuditCluster, withClient, auditConfigYaml } from './helpers.ts';
 import { scalple } from './cli-run.ts';
 
 const CAROL = { kind: 'person' as const, sub: 'u-carol', email: 'carol@example.com', name: 'Carol Analyst', groups: ['analytics', 'support'] };
@@ -31,18 +31,10 @@ beforeAll(async () => {
   server = await startAuditCluster();
   env = await freshAuditDb(server);
   configFile = path.join(env.dir, 'scalple.yaml');
-  writeFileSync(configFile, `
-upstream: "postgres://app_user:secret@127.0.0.1:${server.port}/app"
-identity:
-  issuer: "http://127.0.0.1:1/"
-  audience: scalple
-audit:
-  url: "${env.writerUrl}"
-  hmac_key: "${HMAC_KEY}"
-  durability: strict
+  writeFileSync(configFile, auditConfigYaml(server, env, { audit: `  durability: strict
   chain_id: main
   checkpoint_file: scalple-audit-head.main.json
-subjects:
+`, extra: `subjects:
   customer:
     table: public.customers
     key: id
@@ -50,7 +42,7 @@ subjects:
   employee:
     table: hr.employees
     key: id
-`);
+` }));
   // Monthly partitions for early 2025, so one statement can straddle a month boundary.
   await withClient(env.adminUrl, (c) => c.query(`SELECT scalple_audit.ensure_partitions('2025-01-01T00:00:00Z', 2)`));
 
