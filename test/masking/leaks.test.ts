@@ -68,11 +68,6 @@ async function viaExtended(w: WireClient, sql: string): Promise<Frame[]> {
   return w.readUntil((f) => f.type === Back.ReadyForQuery);
 }
 
-async function connectAs(email: string): Promise<WireClient> {
-  const t = await stack.token(email);
-  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
-}
-
 describe('no masked value gets out', () => {
   it('has a corpus of at least 80 attempts and a meaningful forbidden list', () => {
     expect(ATTEMPTS.length).toBeGreaterThanOrEqual(80);
@@ -85,7 +80,7 @@ describe('no masked value gets out', () => {
     it(`survives the whole corpus through the ${protocol} protocol`, async () => {
       const failures: string[] = [];
       for (const a of ATTEMPTS) {
-        const w = await connectAs('alice@example.com');
+        const w = await stack.wire('alice@example.com');
         const frames: Frame[] = [];
         for (const sql of [a.sql].flat()) frames.push(...(protocol === 'simple' ? await viaSimple(w, sql) : await viaExtended(w, sql)));
         w.close();
@@ -168,7 +163,7 @@ describe('no corruption for the unmasked role', () => {
   it('returns byte-identical rows to a direct connection, in text and binary', async () => {
     const direct = await connectUpstream(parseUpstreamUrl(`postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${stack.pg.port}/app?sslmode=disable`), {});
     const d = WireClient.fromSocket(direct.socket, direct.leftover);
-    const p = await connectAs('carol@example.com');
+    const p = await stack.wire('carol@example.com');
     const keep = (fs: Frame[]) => fs.filter((f) => f.type === Back.RowDescription || f.type === Back.DataRow || f.type === Back.CommandComplete).map((f) => f.raw.toString('hex'));
     for (const sql of STATEMENTS) {
       expect(keep(await viaSimple(p, sql)), sql).toEqual(keep(await viaSimple(d, sql)));
@@ -187,7 +182,7 @@ describe('no corruption for the unmasked role', () => {
     }
     await c.end();
     // pgjdbc after prepareThreshold: Bind (binary results) + Execute, never a Describe.
-    const w = await connectAs('alice@example.com');
+    const w = await stack.wire('alice@example.com');
     w.send(parseMessage('S_1', 'SELECT id, ssn, date_of_birth FROM customers WHERE id = 3', Buffer.from([0, 0])), syncMessage);
     await w.readUntil((f) => f.type === Back.ReadyForQuery);
     const bind = new Writer().cstring('').cstring('S_1').int16(0).int16(0).int16(1).int16(1).message(Front.Bind);

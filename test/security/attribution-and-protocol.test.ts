@@ -20,11 +20,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function connectAs(email: string, extra: Record<string, string> = {}): Promise<WireClient> {
-  const t = await stack.token(email);
-  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken, ...extra });
-}
-
 async function actingFor(marker: string): Promise<Record<string, string | null>> {
   await stack.flushAudit();
   const r = await stack.sql<{ statement: string; af: string | null }>(
@@ -36,7 +31,7 @@ async function actingFor(marker: string): Promise<Record<string, string | null>>
 describe('acting_for stays within its transaction', () => {
   it('a statement pipelined right after COMMIT is not recorded as acting for the previous end user', async () => {
     const bob = (await stack.token('bob@example.com')).accessToken;
-    const w = await connectAs('carol@example.com');
+    const w = await stack.wire('carol@example.com');
     await simple(w, 'BEGIN');
     expect(errorsOf(await simple(w, `SET LOCAL scalple.on_behalf_of = '${bob}'`))).toEqual([]);
     await simple(w, 'SELECT 1 AS pipe_in_txn');
@@ -50,7 +45,7 @@ describe('acting_for stays within its transaction', () => {
   // Known hole, not fixed yet (README: Known limitations): pipelined SET LOCAL scalple.on_behalf_of outside a transaction is accepted.
   it.fails('SET LOCAL scalple.on_behalf_of outside a transaction is refused even when pipelined behind another statement', async () => {
     const bob = (await stack.token('bob@example.com')).accessToken;
-    const w = await connectAs('carol@example.com');
+    const w = await stack.wire('carol@example.com');
     w.send(queryMessage('SELECT 1 AS lone_a'), queryMessage(`SET LOCAL scalple.on_behalf_of = '${bob}'`), queryMessage('SELECT 2 AS lone_b'));
     const replies = [];
     for (let i = 0; i < 3; i++) replies.push(await w.readUntil((f) => f.type === Back.ReadyForQuery));
@@ -61,10 +56,10 @@ describe('acting_for stays within its transaction', () => {
 
   it('is not inherited by a new session of the same application (held up)', async () => {
     const bob = (await stack.token('bob@example.com')).accessToken;
-    const a = await connectAs('carol@example.com');
+    const a = await stack.wire('carol@example.com');
     await simple(a, 'BEGIN');
     await simple(a, `SET LOCAL scalple.on_behalf_of = '${bob}'`);
-    const b = await connectAs('carol@example.com');
+    const b = await stack.wire('carol@example.com');
     await simple(b, 'SELECT 1 AS other_session');
     await simple(a, 'COMMIT');
     a.close();
@@ -82,7 +77,7 @@ describe('acting_for stays within its transaction', () => {
       await mintWithProviderKey(stack.idp, { ...base, iss: 'https://other-issuer.example.com' }),
       await new SignJWT({ ...base }).setProtectedHeader({ alg: 'RS256', kid: 'not-published' }).sign(privateKey),
     ];
-    const w = await connectAs('carol@example.com');
+    const w = await stack.wire('carol@example.com');
     await simple(w, 'BEGIN');
     const codes: string[] = [];
     for (const t of tokens) {
@@ -98,7 +93,7 @@ describe('acting_for stays within its transaction', () => {
 
 describe('messages out of place', () => {
   async function sessionEndsOn(bytes: Buffer): Promise<{ closed: boolean; codes: string[] }> {
-    const w = await connectAs('alice@example.com');
+    const w = await stack.wire('alice@example.com');
     w.send(bytes);
     const frames = await Promise.race([w.readUntil(() => false), new Promise<never[]>((r) => setTimeout(() => r([]), 3000))]);
     const closed = w.closed;
@@ -131,7 +126,7 @@ describe('messages out of place', () => {
   });
 
   it("a CancelRequest with a guessed secret does not cancel someone else's statement (held up)", async () => {
-    const victim = await connectAs('carol@example.com');
+    const victim = await stack.wire('carol@example.com');
     victim.send(queryMessage('SELECT pg_sleep(1) AS slow'));
     await new Promise((r) => setTimeout(r, 200));
     for (const secret of [0, 1, victim.secret ^ 1, victim.secret + 1]) {

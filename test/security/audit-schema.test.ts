@@ -22,28 +22,23 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-async function connectAs(email: string): Promise<WireClient> {
-  const t = await stack.token(email);
-  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
-}
-
 describe('the audit schema cannot be reached through the proxy', () => {
   it('the plain name is refused (the baseline)', async () => {
-    const w = await connectAs('carol@example.com');
+    const w = await stack.wire('carol@example.com');
     const frames = await simple(w, 'SELECT statement FROM scalple_audit.records LIMIT 1');
     w.close();
     expect(errorsOf(frames).map((e) => e.code)).toEqual(['42501']);
   });
 
   it('a Unicode-escaped schema name in a statement the proxy cannot parse', async () => {
-    const w = await connectAs('alice@example.com');
+    const w = await stack.wire('alice@example.com');
     const frames = await simple(w, 'SELECT email, statement FROM U&"scalple\\005faudit".records system_user WHERE statement IS NOT NULL');
     w.close();
     expect(textOf(frames)).not.toContain('bob-private-marker');
   });
 
   it('search_path set through set_config() with the name built at run time', async () => {
-    const w = await connectAs('carol@example.com');
+    const w = await stack.wire('carol@example.com');
     await simple(w, 'BEGIN');
     await simple(w, "SELECT set_config('search_path', 'scalple' || '_audit', true)");
     const frames = await simple(w, 'SELECT email, statement FROM records WHERE statement IS NOT NULL');

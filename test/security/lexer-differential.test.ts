@@ -7,11 +7,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../support/stack.ts';
 import { WireClient, simple, rowsOf, textOf, leaked, piiValues, maskedPolicy } from './support.ts';
 
-async function connectAs(stack: Stack, email: string, extra: Record<string, string> = {}): Promise<WireClient> {
-  const t = await stack.token(email);
-  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken, ...extra });
-}
-
 describe('behind the transaction pooler (default deployment)', () => {
   let stack: Stack;
   let pii: string[];
@@ -27,20 +22,20 @@ describe('behind the transaction pooler (default deployment)', () => {
     // libpg-query: '\' is a whole string, and the rest is a comment: SELECT of a constant, no table.
     // PostgreSQL with standard_conforming_strings=off: '\' AS a --' is one string; ssn is selected.
     // The proxy refuses the setting at startup: the statement never runs.
-    await expect(connectAs(stack, 'alice@example.com', { standard_conforming_strings: 'off' })).rejects.toThrow(/standard_conforming_strings must stay on/);
+    await expect(stack.wire('alice@example.com', { standard_conforming_strings: 'off' })).rejects.toThrow(/standard_conforming_strings must stay on/);
   });
 
   it('client_encoding=SJIS in the startup packet does not hide a read of ssn inside an E\'\' string', async () => {
     // Bytes C3 81 5C 27 ("Á\'" in UTF-8): the proxy sees an escaped quote and a string running to
     // the end; SJIS reads C3 as one character and 81 5C as another, so the quote closes the string.
     // The proxy refuses any client encoding but UTF-8 at startup: the statement never runs.
-    await expect(connectAs(stack, 'alice@example.com', { client_encoding: 'SJIS' })).rejects.toThrow(/client_encoding SJIS is not supported/);
+    await expect(stack.wire('alice@example.com', { client_encoding: 'SJIS' })).rejects.toThrow(/client_encoding SJIS is not supported/);
   });
 
   it('a statement PostgreSQL 15 accepts and the PostgreSQL 18 grammar rejects is not let through unchecked', async () => {
     // SYSTEM_USER became a reserved keyword in PostgreSQL 16: libpg-query 18 fails to parse this,
     // the proxy treats the failure as "PostgreSQL will refuse it" and allows it with no mask plan.
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     const frames = await simple(w, 'SELECT system_user.ssn, system_user.email FROM customers system_user WHERE id <= 2');
     w.close();
     expect(leaked(textOf(frames), pii)).toEqual([]);
@@ -48,7 +43,7 @@ describe('behind the transaction pooler (default deployment)', () => {
 
   it('a read-only role cannot write through a statement the proxy cannot parse', async () => {
     const before = await stack.sql<{ region: string }>('SELECT region FROM customers WHERE id = 3');
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     const frames = await simple(w, "UPDATE customers system_user SET region = 'HACKED' WHERE system_user.id = 3 RETURNING system_user.ssn");
     w.close();
     const after = await stack.sql<{ region: string }>('SELECT region FROM customers WHERE id = 3');
@@ -58,7 +53,7 @@ describe('behind the transaction pooler (default deployment)', () => {
   });
 
   it('records the customers table for a read the proxy could not parse (who-accessed must find it)', async () => {
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     await simple(w, 'SELECT system_user.id FROM customers system_user WHERE id = 1');
     w.close();
     await stack.flushAudit();
@@ -80,7 +75,7 @@ describe('straight to PostgreSQL (upstream_pool_mode: none)', () => {
   });
 
   it('"-c standard_conforming_strings=off" in the startup options is not forwarded to change the lexer', async () => {
-    const w = await connectAs(stack, 'alice@example.com', { options: '-c standard_conforming_strings=off' });
+    const w = await stack.wire('alice@example.com', { options: '-c standard_conforming_strings=off' });
     const frames = await simple(w, "SELECT '\\' AS a --', ssn, email FROM customers WHERE id <= 2");
     w.close();
     expect(leaked(textOf(frames), pii)).toEqual([]);
@@ -88,7 +83,7 @@ describe('straight to PostgreSQL (upstream_pool_mode: none)', () => {
 
   it('read-only sessions stay read-only: BEGIN READ WRITE hidden in an unparseable statement', async () => {
     const before = await stack.sql<{ region: string }>('SELECT region FROM customers WHERE id = 4');
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     await simple(w, 'BEGIN READ WRITE; SELECT 1 FROM customers system_user LIMIT 1');
     await simple(w, "UPDATE customers system_user SET region = 'HACKED' WHERE system_user.id = 4");
     await simple(w, 'COMMIT');

@@ -12,11 +12,6 @@ import {
   piiValues, maskedPolicy,
 } from './support.ts';
 
-async function connectAs(stack: Stack, email: string): Promise<WireClient> {
-  const t = await stack.token(email);
-  return WireClient.connect(stack.proxyPort, { user: 'x', database: 'app', 'scalple.identity': t.accessToken });
-}
-
 describe('behind the transaction pooler, read-only role with masks (alice)', () => {
   let stack: Stack;
   let pii: string[];
@@ -32,7 +27,7 @@ describe('behind the transaction pooler, read-only role with masks (alice)', () 
     // PostgreSQL refuses the second Bind of portal "c" (42P03, it already exists) and keeps the
     // first; the proxy replaced its record of "c" before the answer came. A savepoint rolls the
     // error back, and Execute "c" runs the ssn query with the harmless statement's (empty) plan.
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     await simple(w, 'BEGIN');
     await roundTrip(w, [parse('a', 'SELECT ssn, email FROM customers WHERE id <= 2'), bind('c', 'a'), syncMessage]);
     await simple(w, 'SAVEPOINT sp');
@@ -57,7 +52,7 @@ describe('behind the transaction pooler, read-only role with masks (alice)', () 
 
   // Known hole, not fixed yet (README: Known limitations): statements before a refusal in the same extended batch still commit.
   it.fails('an extended batch the proxy refuses half-way is not half-committed (PostgreSQL would roll back its implicit transaction)', async () => {
-    const w = await connectAs(stack, 'carol@example.com');
+    const w = await stack.wire('carol@example.com');
     const frames = await roundTrip(w, [
       parse('', 'INSERT INTO orders (id, customer_id, total) VALUES (900777, 1, 1)'), bind('', ''), execute(''),
       parse('x', 'SELECT * FROM scalple_audit.records'), syncMessage,
@@ -104,7 +99,7 @@ describe('audit completions', () => {
   });
 
   it('a Query that PostgreSQL skips (after an extended-protocol error, before Sync) still gets a completion record', async () => {
-    const w = await connectAs(stack, 'carol@example.com');
+    const w = await stack.wire('carol@example.com');
     const frames = await roundTrip(w, [parse('', 'SELECT nosuchcolumn FROM orders'), queryMessage('SELECT 1 AS skipped_marker'), syncMessage]);
     w.close();
     expect(errorsOf(frames).map((e) => e.code)).toEqual(['42703']);
@@ -126,7 +121,7 @@ describe('behind the transaction pooler, a role with masks that may write (suppo
   });
 
   it('a Sync sent during COPY FROM STDIN (PostgreSQL ignores it) does not shift the replies onto the next statement', async () => {
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     w.send(queryMessage('COPY orders (id, customer_id, total) FROM STDIN'));
     const started = await w.readUntil((f) => f.type === Back.CopyInResponse || f.type === Back.ReadyForQuery);
     expect(started.some((f) => f.type === Back.CopyInResponse)).toBe(true);
@@ -141,7 +136,7 @@ describe('behind the transaction pooler, a role with masks that may write (suppo
   });
 
   it('a Query sent during COPY FROM STDIN does not shift the replies (held up: PostgreSQL ends the session, protocol synchronization lost)', async () => {
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     w.send(queryMessage('COPY orders (id, customer_id, total) FROM STDIN'));
     await w.readUntil((f) => f.type === Back.CopyInResponse || f.type === Back.ReadyForQuery);
     w.send(queryMessage('SELECT 1 AS swallowed'));
@@ -165,7 +160,7 @@ describe('straight to PostgreSQL (upstream_pool_mode: none)', () => {
   });
 
   it('a Parse skipped by PostgreSQL after an error does not leave the proxy believing the unnamed statement changed', async () => {
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     // The upstream's unnamed statement now holds the ssn query (masked plan).
     await roundTrip(w, [parse('a', 'SELECT ssn, email FROM customers WHERE id <= 2'), syncMessage]);
     // An error, then a Parse that PostgreSQL skips; the proxy records "b" as held upstream.
@@ -178,7 +173,7 @@ describe('straight to PostgreSQL (upstream_pool_mode: none)', () => {
   });
 
   it('a named statement still works after a simple query (which drops the upstream unnamed statement)', async () => {
-    const w = await connectAs(stack, 'alice@example.com');
+    const w = await stack.wire('alice@example.com');
     await roundTrip(w, [parse('s', 'SELECT id FROM orders WHERE id = 1'), syncMessage]);
     await simple(w, 'SELECT 2');
     const frames = await roundTrip(w, [bind('', 's'), execute(''), syncMessage]);

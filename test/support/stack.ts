@@ -11,6 +11,7 @@ import pino from 'pino';
 import YAML from 'yaml';
 import { startPostgres, startPgBouncer, superQuery, freePort, type PostgresServer, type PgBouncerServer } from './services.ts';
 import { startTestIdp, deviceLogin, type DevIdp, type Tokens } from './idp.ts';
+import { WireClient } from './wire.ts';
 import { loadConfig, type ScalpleConfig } from '../../src/policy/config.ts';
 import { migrate, grantWriter } from '../../src/audit/schema.ts';
 import { openAuditStore, type AuditStore } from '../../src/audit/writer.ts';
@@ -55,6 +56,8 @@ export interface Stack {
   token(email: string): Promise<Tokens>;
   /** A pg client through the proxy with the token in the startup `options`. */
   connect(email: string, extra?: Partial<pg.ClientConfig>): Promise<pg.Client>;
+  /** A raw protocol client through the proxy, the token as a startup parameter. */
+  wire(email: string, params?: Record<string, string>): Promise<WireClient>;
   /** Superuser query on the app database (setup and assertions only). */
   sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
   /** Waits until every queued audit record is committed (in-process proxy). */
@@ -154,6 +157,10 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       const c = new pg.Client({ host: '127.0.0.1', port: proxy?.port ?? port, database: 'app', user: 'ignored', options: `-c scalple.identity=${t.accessToken}`, ...extra });
       await c.connect();
       return c;
+    },
+    async wire(email, params = {}) {
+      const t = await token(email);
+      return WireClient.connect(proxy?.port ?? port, { user: 'x', database: 'app', 'scalple.identity': t.accessToken, ...params });
     },
     sql: (text, values) => {
       const c = new pg.Client({ connectionString: pgServer.superUrl('app') });
