@@ -5,6 +5,7 @@
 //   SELECT * FROM scalple.last_masked()              -- which outputs of the previous statement were masked
 //   SELECT * FROM scalple.admin_revoke('email', 'reason'), scalple.admin_restore('email'),
 //                 scalple.admin_grant('email', 'role', '2h', 'reason')   -- roles with admin: true
+//   SELECT * FROM scalple.who_accessed('customer', '42' [, '30d'])      -- roles with audit: true
 import { parse } from '../sql/index.ts';
 import type { NamedQuery, NamedQueryParam } from '../policy/policy.ts';
 import { Writer, Back } from './protocol.ts';
@@ -13,7 +14,7 @@ export type ScalpleCall =
   | { fn: 'named_queries' }
   | { fn: 'last_masked' }
   | { fn: 'run'; name: string; args: string[] }
-  | { fn: 'admin_revoke' | 'admin_restore' | 'admin_grant'; args: string[] }
+  | { fn: 'admin_revoke' | 'admin_restore' | 'admin_grant' | 'who_accessed'; args: string[] }
   | { fn: 'invalid'; message: string };
 
 type Node = Record<string, unknown>;
@@ -57,6 +58,7 @@ export function scalpleCall(sql: string, functions: readonly { schema: string | 
     case 'admin_revoke':
     case 'admin_restore':
     case 'admin_grant':
+    case 'who_accessed':
       return { fn: names[1], args };
     default:
       return { fn: 'invalid', message: USAGE };

@@ -411,6 +411,12 @@ export class Session {
         this.answerLocally(textResult(['name', 'description', 'params', 'roles'], rows), true);
         return;
       }
+      case 'who_accessed': {
+        const answer = await this.whoAccessed(call.args);
+        if ('refusal' in answer) this.refuseSimple(answer.refusal, sql, info);
+        else this.answerLocally(textResult(answer.columns, answer.rows), true);
+        return;
+      }
       case 'admin_revoke':
       case 'admin_restore':
       case 'admin_grant': {
@@ -470,6 +476,37 @@ export class Session {
         this.upstreamUnnamed = undefined;
         return;
       }
+    }
+  }
+
+  /**
+   * Audit answers through the proxy for roles with `audit: true`, read from the store as the
+   * proxy's audit role; the read is itself recorded (an audit_read event naming the person).
+   */
+  private async whoAccessed(args: string[]): Promise<{ columns: string[]; rows: (string | null)[][] } | { refusal: Refusal }> {
+    const roleName = this.role.names.join('+') || 'default';
+    if (!this.role.audit) return { refusal: { sqlstate: '42501', message: `scalple.who_accessed() needs a role with audit: true (yours: ${roleName})`, rule: `roles.${roleName}.audit` } };
+    const [subjectName, key, since] = args;
+    const { resolveSubject, checkKey, whoAccessed } = await import('../audit/who-accessed.ts');
+    const { recordAuditRead } = await import('../audit/audit-read.ts');
+    const pg = (await import('pg')).default;
+    let client: InstanceType<typeof pg.Client> | undefined;
+    try {
+      const subject = resolveSubject(this.ctx.config.policy, subjectName ?? '');
+      const m = since ? /^(\d+)([dh])$/.exec(since) : null;
+      const sinceDate = since ? (m ? new Date(Date.now() - Number(m[1]) * (m[2] === 'd' ? 86_400_000 : 3_600_000)) : new Date(since)) : undefined;
+      if (sinceDate && Number.isNaN(sinceDate.getTime())) return { refusal: { sqlstate: '22023', message: 'since must be an ISO time or a duration like 30d', rule: 'scalple.functions' } };
+      client = new pg.Client({ connectionString: this.ctx.config.audit.url, application_name: 'scalple-audit-read' });
+      await client.connect();
+      const accesses = await whoAccessed(client, { subject, key: checkKey(key ?? ''), ...(sinceDate ? { since: sinceDate } : {}) });
+      await recordAuditRead(this.ctx.config, { command: 'who-accessed', arguments: { subject: subject.name, key: key ?? '', since: since ?? null }, results: accesses.length, principal: this.principal });
+      const columns = ['ts', 'access', 'email', 'acting_for', 'statement', 'columns', 'masked_fields', 'reason'];
+      const rows = accesses.map((a) => [a.ts, a.access, a.email, actingForLabel(a.acting_for), a.statement, (a.columns ?? []).join(', '), a.masked_fields ? JSON.stringify(a.masked_fields) : null, a.reason].map((v) => (v === null || v === undefined ? null : String(v))));
+      return { columns, rows };
+    } catch (err) {
+      return { refusal: { sqlstate: err instanceof ScalpleError ? err.sqlstate : '57P03', message: errorMessage(err), rule: 'audit.read' } };
+    } finally {
+      await client?.end().catch(() => undefined);
     }
   }
 
@@ -1364,6 +1401,13 @@ function textForMasked(rest: Buffer, columns: readonly (ColumnMask | undefined)[
   if (!codes.some((c) => c !== 0)) return rest;
   const per = codes.length === 1 ? columns.map(() => codes[0]!) : codes;
   return withResultFormats(rest, start, per.map((c, i) => (columns[i] ? 0 : c)));
+}
+
+/** The person an application acted for, as stored (JSON), for display. */
+function actingForLabel(v: unknown): string | null {
+  if (!v || typeof v !== 'object') return null;
+  const o = v as { email?: unknown; sub?: unknown };
+  return typeof o.email === 'string' ? o.email : typeof o.sub === 'string' ? o.sub : null;
 }
 
 /** Bind parameters as text for the audit record (binary ones as \x hex), each capped in length. */

@@ -81,4 +81,20 @@ describe('data subjects', () => {
     }
     expect(await keysOf('SELECT * FROM orders WHERE id = 42')).toEqual([['customer:295']]);
   });
+
+  it('answers who_accessed through the proxy for audit: true roles, records the read, and refuses others', async () => {
+    const a = await stack.connect('alice@example.com');
+    await expect(a.query("SELECT * FROM scalple.who_accessed('customer', '42')")).rejects.toMatchObject({ code: '42501', message: expect.stringMatching(/audit: true/) });
+    await a.end();
+    await stack.flushAudit();
+    const c = await stack.connect('carol@example.com');
+    const r = await c.query("SELECT * FROM scalple.who_accessed('customer', '42', '30d')");
+    await c.end();
+    const statements = r.rows.map((x) => x.statement as string);
+    expect(statements).toContain('SELECT * FROM customers WHERE id = 42');
+    expect(statements).not.toContain('SELECT * FROM customers WHERE id = 420');
+    expect(r.rows.find((x) => x.statement === "SELECT count(*) FROM customers WHERE region = 'EU'")?.access).toBe('possible');
+    const reads = await stack.sql("SELECT email, detail->>'command' AS command FROM scalple_audit.records WHERE event = 'audit_read'");
+    expect(reads.rows).toEqual([{ email: 'carol@example.com', command: 'who-accessed' }]);
+  });
 });
