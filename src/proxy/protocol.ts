@@ -260,6 +260,7 @@ export function describeMessage(kind: 'S' | 'P', name: string): Buffer {
   return new Writer().byte(kind.charCodeAt(0)).cstring(name).message(Front.Describe);
 }
 export const syncMessage = new Writer().message(Front.Sync);
+export const flushMessage = new Writer().message(Front.Flush);
 export const terminateMessage = new Writer().message(Front.Terminate);
 
 /** Rows of a CommandComplete tag: "SELECT 3", "INSERT 0 5", "UPDATE 2", "COPY 7". */

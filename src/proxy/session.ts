@@ -17,7 +17,7 @@ import type { IdentityVerifier } from './identity.ts';
 import type { StatementAnalyzer, StatementInfo, ScalpleSetting, Refusal } from './statement-info.ts';
 import { MessageFramer, type Frame } from './framing.ts';
 import {
-  Back, Front, Reader, Writer, syncMessage, bindComplete, bindMessage, closeComplete, commandComplete, decodeFields, describeMessage,
+  Back, Front, Reader, Writer, syncMessage, flushMessage, bindComplete, bindMessage, closeComplete, commandComplete, decodeFields, describeMessage,
   emptyParameterDescription, encodeFields, errorResponse, noData, parseComplete, parseMessage, queryMessage,
   readyForQuery, rowsFromTag, type ErrorFields, type TxStatus,
 } from './protocol.ts';
@@ -102,7 +102,9 @@ type Pending =
   | { k: 'execute'; exec: Execution; plan: ActivePlan | undefined }
   | { k: 'close' }
   | { k: 'sync'; seq: number }
-  | { k: 'local'; bytes: Buffer[]; endsBatch: boolean };
+  | { k: 'local'; bytes: Buffer[]; endsBatch: boolean }
+  /** A statement sent only to fail upstream; its error is replaced by the proxy's refusal. */
+  | { k: 'poison'; bytes: Buffer };
 
 interface Statement {
   sql: string;
@@ -126,6 +128,9 @@ interface Portal {
 }
 
 const MAX_PARAM_CHARS = 2000;
+/** Fails at parse time upstream, on purpose: see poisonUpstream(). */
+const POISON_SQL = '/* scalple: the previous statement was refused; this error aborts its transaction */ SCALPLE_REFUSED';
+const NO_PARAM_TYPES = Buffer.from([0, 0]);
 const INBOX_HIGH_WATER = 512;
 
 export class Session {
@@ -153,6 +158,7 @@ export class Session {
 
   private readonly pending: Pending[] = [];
   private pendingHead = 0;
+  private idleWaiters: (() => void)[] = [];
   private syncSeq = 0;
   private status: TxStatus;
 
@@ -252,6 +258,7 @@ export class Session {
     }
     this.pending.length = 0;
     this.pendingHead = 0;
+    this.wakeIdleWaiters();
     this.ctx.metrics.sessionClosed();
     this.onClose?.();
   }
@@ -776,7 +783,11 @@ export class Session {
           return undefined;
         }
         if (!s.local) return 'scalple.on_behalf_of is per transaction: use SET LOCAL inside BEGIN … COMMIT';
-        if (this.status === 'I' && this.pendingCount() === 0) return 'SET LOCAL scalple.on_behalf_of only works inside a transaction block (BEGIN first)';
+        // Whether a transaction block is open is known only once everything sent before has been
+        // answered (a pipelined BEGIN may still fail, a pipelined COMMIT may end it): wait for that.
+        await this.whenUpstreamIdle();
+        if (this.closed) return 'session closed';
+        if (this.status === 'I') return 'SET LOCAL scalple.on_behalf_of only works inside a transaction block (BEGIN first)';
         try {
           const { principal } = await this.ctx.verifier.verifyToken(s.value);
           if (principal.kind !== 'person') return 'scalple.on_behalf_of must be a person\'s token, not an application\'s';
@@ -906,13 +917,38 @@ export class Session {
 
   private refuseSimple(refusal: Refusal, sql: string, info?: StatementInfo, decision?: PolicyDecision): void {
     void this.recordRefusal(sql, info ?? { kinds: ['UNKNOWN'], tables: [], columns: [], ddl: false }, refusal, decision);
-    this.answerLocally([errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message })], true);
+    const err = errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message });
+    if (!this.upstreamMayHoldWork()) return this.answerLocally([err], true);
+    this.poisonUpstream(queryMessage(POISON_SQL), err);
+    this.expect({ k: 'sync', seq: ++this.syncSeq });
   }
 
   /** An error in the extended protocol: answered in order, then the client's messages are skipped until Sync. */
   private failExtended(refusal: Refusal): void {
-    this.answerLocally([errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message })], false);
+    const err = errorResponse({ severity: 'ERROR', code: refusal.sqlstate, message: refusal.message });
+    if (this.upstreamMayHoldWork()) this.poisonUpstream(parseMessage('', POISON_SQL, NO_PARAM_TYPES), err);
+    else this.answerLocally([err], false);
     this.skipUntilSync = true;
+  }
+
+  /**
+   * Could the upstream hold effects of this client that an error must undo: an open transaction
+   * block, or messages of an unfinished batch (an implicit transaction) or of pipelined queries?
+   */
+  private upstreamMayHoldWork(): boolean {
+    return this.status !== 'I' || this.pendingCount() > 0;
+  }
+
+  /**
+   * A refusal must fail upstream too, as PostgreSQL's own error would: the implicit transaction of
+   * the batch rolls back and an open transaction block is aborted, so nothing sent before the
+   * refused statement commits behind the client's back. The upstream's syntax error is replaced by
+   * the refusal.
+   */
+  private poisonUpstream(message: Buffer, refusal: Buffer): void {
+    this.sendUp(message);
+    this.upstreamUnnamed = undefined;
+    this.expect({ k: 'poison', bytes: refusal });
   }
 
   // ------------------------------------------------------------------ reply queue
@@ -945,6 +981,25 @@ export class Session {
       this.pending.splice(0, this.pendingHead);
       this.pendingHead = 0;
     }
+    if (this.idleWaiters.length && this.pendingCount() === 0) this.wakeIdleWaiters();
+  }
+
+  /** Resolves once every reply expected from upstream has arrived (or the session closed). */
+  private whenUpstreamIdle(): Promise<void> {
+    if (this.pendingCount() === 0 || this.closed) return Promise.resolve();
+    // Within an unfinished extended batch PostgreSQL holds its replies until Sync or Flush.
+    const last = this.pending[this.pending.length - 1]!;
+    if (last.k !== 'sync' && last.k !== 'query') {
+      this.sendUp(flushMessage);
+      this.flushUpstream();
+    }
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private wakeIdleWaiters(): void {
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const w of waiters) w();
   }
 
   /** Local replies that reached the head of the queue, in order. */
@@ -1013,13 +1068,8 @@ export class Session {
 
   private writeClient(parts: Buffer[]): void {
     if (this.closed) return;
-    let ok = true;
-    if (parts.length === 1) ok = this.client.write(parts[0]!);
-    else {
-      this.client.cork();
-      for (const p of parts) ok = this.client.write(p) && ok;
-      this.client.uncork();
-    }
+    // One write per chunk: a copy of a few kilobytes costs less than a writev of many slices.
+    const ok = this.client.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
     if (!ok) this.upstream.pause();
   }
 
@@ -1122,6 +1172,11 @@ export class Session {
   }
 
   private onBackendError(body: Buffer, h: Pending | undefined): 'forward' | Buffer {
+    if (h?.k === 'poison') {
+      this.pop();
+      this.skipToSync();
+      return h.bytes;
+    }
     const fields = decodeFields(body);
     const severity = fields.get('V') ?? fields.get('S');
     const scrub = h && (h.k === 'query' || h.k === 'execute' || h.k === 'describe') && h.plan?.scrub;
@@ -1139,12 +1194,8 @@ export class Session {
         this.complete(h.exec);
         tagLength = h.exec.tagLength;
       } else if (h.k === 'parse') tagLength = h.tagLength;
-      // The server skips everything up to Sync after an error; so do we.
-      while (this.head() && this.head()!.k !== 'sync') {
-        const p = this.head()!;
-        if ((p.k === 'execute' || p.k === 'query') && p !== h && p.exec) this.complete(p.exec, '57014', 'skipped after an earlier error');
-        this.pop();
-      }
+      this.pop();
+      this.skipToSync();
     }
     if (severity === 'FATAL' || severity === 'PANIC') this.ctx.logger.warn({ session: this.id, code: fields.get('C'), message: fields.get('M') }, 'upstream ended the session');
     let changed = false;
@@ -1162,6 +1213,14 @@ export class Session {
       changed = true;
     }
     return changed ? encodeFields(fields, Back.ErrorResponse) : 'forward';
+  }
+
+  /** The server skips everything up to Sync after an error; so do we. */
+  private skipToSync(): void {
+    for (let p = this.head(); p && p.k !== 'sync'; p = this.head()) {
+      if ((p.k === 'execute' || p.k === 'query') && p.exec) this.complete(p.exec, '57014', 'skipped after an earlier error');
+      this.pop();
+    }
   }
 
   /** The masks for rows arriving now, when any column is masked. */
@@ -1362,37 +1421,53 @@ function withHiddenFormats(rest: Buffer, plan: SubjectPlan): Buffer {
 /** A DataRow with the masked columns' values replaced and `hidden` trailing columns removed. */
 function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[], hidden = 0): Buffer {
   const n = body.readInt16BE(0) - hidden;
-  const parts: Buffer[] = [];
+  // Pass 1: mask the values and size the row; pass 2: write it into one buffer. Unmasked runs of
+  // columns are copied as they came.
+  const masked: (string | null | undefined)[] = new Array(n);
+  const byteLen: number[] = new Array(n);
   let off = 2;
   let size = 2;
+  let end = 2;
   for (let i = 0; i < n; i++) {
     const len = body.readInt32BE(off);
-    const start = off;
-    off += 4 + Math.max(len, 0);
+    const valueEnd = off + 4 + Math.max(len, 0);
     const mask = columns[i];
-    if (!mask || len < 0) {
-      parts.push(body.subarray(start, off));
-      size += off - start;
-      continue;
+    if (!mask || len < 0) size += valueEnd - off;
+    else {
+      const v = mask.fn(body.toString('utf8', off + 4, valueEnd));
+      masked[i] = v;
+      const b = v === null ? 0 : Buffer.byteLength(v, 'utf8');
+      byteLen[i] = b;
+      size += 4 + b;
     }
-    const masked = mask.fn(body.toString('utf8', start + 4, off));
-    const header = Buffer.allocUnsafe(4);
-    if (masked === null) {
-      header.writeInt32BE(-1);
-      parts.push(header);
-      size += 4;
-    } else {
-      const v = Buffer.from(masked, 'utf8');
-      header.writeInt32BE(v.length);
-      parts.push(header, v);
-      size += 4 + v.length;
-    }
+    off = valueEnd;
   }
-  const head = Buffer.allocUnsafe(7);
-  head[0] = Back.DataRow;
-  head.writeInt32BE(size + 4, 1);
-  head.writeInt16BE(n, 5);
-  return Buffer.concat([head, ...parts], 5 + size);
+  end = off;
+  const out = Buffer.allocUnsafe(5 + size);
+  out[0] = Back.DataRow;
+  out.writeInt32BE(size + 4, 1);
+  out.writeInt16BE(n, 5);
+  let pos = 7;
+  off = 2;
+  let runStart = 2; // start of the unmasked run not yet copied
+  for (let i = 0; i < n; i++) {
+    const len = body.readInt32BE(off);
+    const valueEnd = off + 4 + Math.max(len, 0);
+    const v = masked[i];
+    if (v !== undefined) {
+      if (runStart < off) pos += body.copy(out, pos, runStart, off);
+      if (v === null) out.writeInt32BE(-1, pos);
+      else {
+        out.writeInt32BE(byteLen[i]!, pos);
+        out.write(v, pos + 4, 'utf8');
+      }
+      pos += 4 + (v === null ? 0 : byteLen[i]!);
+      runStart = valueEnd;
+    }
+    off = valueEnd;
+  }
+  if (runStart < end) body.copy(out, pos, runStart, end);
+  return out;
 }
 
 /** Bind's result format codes with every masked column asked for as text. */

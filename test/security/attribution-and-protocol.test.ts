@@ -42,8 +42,7 @@ describe('acting_for stays within its transaction', () => {
     expect(await actingFor('AS pipe_')).toEqual({ 'SELECT 1 AS pipe_in_txn': 'bob@example.com', 'SELECT 2 AS pipe_after_commit': null });
   });
 
-  // Known hole, not fixed yet (README: Known limitations): pipelined SET LOCAL scalple.on_behalf_of outside a transaction is accepted.
-  it.fails('SET LOCAL scalple.on_behalf_of outside a transaction is refused even when pipelined behind another statement', async () => {
+  it('SET LOCAL scalple.on_behalf_of outside a transaction is refused even when pipelined behind another statement', async () => {
     const bob = (await stack.token('bob@example.com')).accessToken;
     const w = await stack.wire('carol@example.com');
     w.send(queryMessage('SELECT 1 AS lone_a'), queryMessage(`SET LOCAL scalple.on_behalf_of = '${bob}'`), queryMessage('SELECT 2 AS lone_b'));

@@ -50,8 +50,7 @@ describe('behind the transaction pooler, read-only role with masks (alice)', () 
     expect(exec.statement).not.toContain('harmless');
   });
 
-  // Known hole, not fixed yet (README: Known limitations): statements before a refusal in the same extended batch still commit.
-  it.fails('an extended batch the proxy refuses half-way is not half-committed (PostgreSQL would roll back its implicit transaction)', async () => {
+  it('an extended batch the proxy refuses half-way is not half-committed (PostgreSQL would roll back its implicit transaction)', async () => {
     const w = await stack.wire('carol@example.com');
     const frames = await roundTrip(w, [
       parse('', 'INSERT INTO orders (id, customer_id, total) VALUES (900777, 1, 1)'), bind('', ''), execute(''),
@@ -61,6 +60,22 @@ describe('behind the transaction pooler, read-only role with masks (alice)', () 
     expect(errorsOf(frames).map((e) => e.code)).toEqual(['42501']);
     const r = await stack.sql<{ n: string }>('SELECT count(*) AS n FROM orders WHERE id = 900777');
     await stack.sql('DELETE FROM orders WHERE id = 900777');
+    expect(r.rows[0]!.n).toBe('0');
+  });
+
+  it('a statement refused inside a transaction block aborts the block upstream, as PostgreSQL\'s own error would', async () => {
+    const w = await stack.wire('carol@example.com');
+    await simple(w, 'BEGIN');
+    await simple(w, 'INSERT INTO orders (id, customer_id, total) VALUES (900778, 1, 1)');
+    const refused = await simple(w, 'SELECT * FROM scalple_audit.records');
+    const commit = await simple(w, 'COMMIT');
+    w.close();
+    expect(errorsOf(refused).map((e) => e.code)).toEqual(['42501']);
+    // The client is told the block failed ('E'), and its COMMIT became a ROLLBACK.
+    expect(refused.at(-1)!.body.toString('latin1')).toBe('E');
+    expect(commit.find((f) => f.type === Back.CommandComplete)!.body.toString('latin1')).toContain('ROLLBACK');
+    const r = await stack.sql<{ n: string }>('SELECT count(*) AS n FROM orders WHERE id = 900778');
+    await stack.sql('DELETE FROM orders WHERE id = 900778');
     expect(r.rows[0]!.n).toBe('0');
   });
 
