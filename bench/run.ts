@@ -14,7 +14,8 @@
 //   BENCH_THREADS   pgbench -j                          (default 2)
 //   BENCH_PATHS     comma list of paths to run          (default: direct,pgbouncer,scalple-strict,scalple-buffered,scalple-pgbouncer;
 //                   also node-relay: a bare Node socket.pipe relay to PostgreSQL, the ceiling for a Node proxy)
-//   BENCH_WORKLOADS comma list of workloads             (default all: select-simple,select-extended,rows100-extended)
+//   BENCH_WORKLOADS comma list of workloads             (default all: select-simple,select-extended,rows100-extended,rows100-masked;
+//                   rows100-masked reads 100 rows of bench_customers, whose email, iban and ssn the proxies mask)
 //   BENCH_PAUSE_MS  pause between runs, lets buffered audit batches settle (default 500)
 //   BENCH_PROFILE   a Scalple path (or node-relay) to run under `node --cpu-prof` (profile in bench/results/profile/;
 //                   summarise it with `node --import tsx bench/profile-summary.ts FILE`)
@@ -67,7 +68,7 @@ const PATHS = ['direct', 'pgbouncer', 'node-relay', 'scalple-strict', 'scalple-b
 type PathName = (typeof PATHS)[number];
 type ScalplePath = Exclude<PathName, 'direct' | 'pgbouncer' | 'node-relay'>;
 const DEFAULT_PATHS: readonly PathName[] = PATHS.filter((p) => p !== 'node-relay');
-const WORKLOADS = ['select-simple', 'select-extended', 'rows100-extended'] as const;
+const WORKLOADS = ['select-simple', 'select-extended', 'rows100-extended', 'rows100-masked'] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 const PATH_LABEL: Record<PathName, string> = {
@@ -82,6 +83,7 @@ const WORKLOAD_LABEL: Record<WorkloadName, string> = {
   'select-simple': '-S simple',
   'select-extended': '-S extended',
   'rows100-extended': '100 rows extended',
+  'rows100-masked': '100 rows, 3 masked',
 };
 
 const settings = {
@@ -106,6 +108,25 @@ if (settings.clients > 8 && settings.paths.some((p) => p.includes('pgbouncer')))
 const ROWS100_SCRIPT = `\\set a random(1, 99900)
 SELECT * FROM pgbench_accounts WHERE aid BETWEEN :a AND :a + 99;
 `;
+const MASKED_SCRIPT = `\\set a random(1, 99900)
+SELECT * FROM bench_customers WHERE id BETWEEN :a AND :a + 99;
+`;
+// 100k customers; the proxies' policy masks three of their columns for the bench person.
+const BENCH_CUSTOMERS_SQL = `CREATE TABLE bench_customers (id int PRIMARY KEY, name text, email text, iban text, ssn text, region text);
+INSERT INTO bench_customers
+  SELECT g, 'Customer ' || g, 'user' || g || '@example.com', 'DE89370400440532' || lpad(g::text, 6, '0'),
+         lpad(((g::bigint * 7919) % 1000000000)::text, 9, '0'), CASE g % 3 WHEN 0 THEN 'EU' ELSE 'US' END
+  FROM generate_series(1, 100000) g;
+ANALYZE bench_customers;`;
+const BENCH_POLICY = {
+  pii: {
+    'public.bench_customers.email': 'email',
+    'public.bench_customers.iban': { mask: 'partial', keep_last: 4 },
+    'public.bench_customers.ssn': 'redact',
+  },
+  roles: { support: { groups: ['support'] } },
+  default_role: 'support',
+};
 
 // ---------------------------------------------------------------------------------- cleanup
 
@@ -308,6 +329,7 @@ function processCpuMs(pid: number | undefined): number | undefined {
 }
 
 function pgbenchArgs(workload: WorkloadName, seconds: number, scriptFile: string): string[] {
+  if (workload === 'rows100-masked') scriptFile = scriptFile.replace(/rows100\.sql$/, 'masked100.sql');
   const common = ['-c', String(settings.clients), '-j', String(settings.threads), '-T', String(seconds), '-n'];
   switch (workload) {
     case 'select-simple':
@@ -315,6 +337,7 @@ function pgbenchArgs(workload: WorkloadName, seconds: number, scriptFile: string
     case 'select-extended':
       return [...common, '-S', '-M', 'extended'];
     case 'rows100-extended':
+    case 'rows100-masked':
       return [...common, '-f', scriptFile, '-M', 'extended'];
   }
 }
@@ -418,6 +441,7 @@ async function main(): Promise<number> {
   });
   const scriptFile = path.join(dir, 'rows100.sql');
   writeFileSync(scriptFile, ROWS100_SCRIPT);
+  writeFileSync(path.join(dir, 'masked100.sql'), MASKED_SCRIPT);
 
   // PostgreSQL, the pgbench tables, the audit store.
   log('starting PostgreSQL 15 …');
@@ -433,6 +457,13 @@ async function main(): Promise<number> {
     PATH: process.env.PATH, PGHOST: '127.0.0.1', PGPORT: String(pgServer.port), PGUSER: APP_USER, PGPASSWORD: APP_PASSWORD, PGDATABASE: BENCH_DB, PGSSLMODE: 'disable',
   });
   if (init.code !== 0) throw new Error(`pgbench -i failed:\n${init.stderr}`);
+  const app = new pg.Client({ connectionString: `postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${pgServer.port}/${BENCH_DB}` });
+  await app.connect();
+  try {
+    await app.query(BENCH_CUSTOMERS_SQL);
+  } finally {
+    await app.end();
+  }
   const owner = new pg.Client({ connectionString: `postgres://${AUDIT_OWNER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/${AUDIT_DB}` });
   await owner.connect();
   try {
@@ -482,6 +513,7 @@ async function main(): Promise<number> {
         checkpoint_file: path.join(dir, `${name}.head.json`),
       },
       identity: { issuer: idp!.issuer, audience: idp!.audience, allow_plaintext_password: true },
+      ...BENCH_POLICY,
     }, settings.profile === name ? profileDir : undefined), (p) => p.stop());
     proxies.set(name, proxy);
   }
@@ -518,6 +550,19 @@ async function main(): Promise<number> {
     'scalple-pgbouncer': undefined,
   };
   for (const [name, p] of proxies) targets[name] = { port: p.port, user: APP_USER, password: 'unused', options: `-c scalple.identity=${token}` };
+  // The masked workload measures nothing unless the proxies really mask: check one row through each.
+  if (settings.workloads.includes('rows100-masked')) {
+    for (const [name, p] of proxies) {
+      const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: APP_USER, database: BENCH_DB, options: `-c scalple.identity=${token}` });
+      await c.connect();
+      try {
+        const row = (await c.query<{ email: string; iban: string; ssn: string }>('SELECT * FROM bench_customers WHERE id = 1')).rows[0];
+        if (!row || row.email === 'user1@example.com' || row.iban.startsWith('DE89') || row.ssn === '000007919') throw new Error(`${name}: bench_customers is not masked (${JSON.stringify(row)})`);
+      } finally {
+        await c.end();
+      }
+    }
+  }
 
   // Warm-up (JIT of the proxies, PostgreSQL's caches), then the measured rounds.
   const results: RunResult[] = [];
@@ -658,6 +703,7 @@ async function main(): Promise<number> {
     { workload: 'select-simple', min: 0.8, text: 'buffered >= 0.80x PgBouncer on -S simple' },
     { workload: 'select-extended', min: 0.8, text: 'buffered >= 0.80x PgBouncer on -S extended' },
     { workload: 'rows100-extended', min: 0.9, text: 'buffered >= 0.90x PgBouncer on 100 rows (no masked column)' },
+    { workload: 'rows100-masked', min: 0.6, text: 'buffered >= 0.60x PgBouncer on 100 rows, 3 masked (issue 3)' },
   ];
   const targetResults = targetDefs
     .filter((t) => settings.workloads.includes(t.workload) && has('scalple-buffered') && has('pgbouncer'))
@@ -696,7 +742,7 @@ async function main(): Promise<number> {
     out.push('');
   }
   if (targetResults.length) {
-    out.push('Targets (issue 2, Speed: Scalple buffered vs PgBouncer, same run):');
+    out.push('Targets (issues 2 and 3, Speed: Scalple buffered vs PgBouncer, same run):');
     for (const t of targetResults) out.push(`  ${t.text.padEnd(60)} ${fmtRatio(t.ratio).padStart(6)}  ${t.pass ? 'PASS' : 'MISS'}${t.failed ? ` (${t.failed} run(s) failed)` : ''}`);
     if (has('scalple-strict')) out.push('  strict mode: reported as measured (no target)');
     out.push('');
