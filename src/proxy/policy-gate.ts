@@ -65,9 +65,30 @@ export class PolicyGate {
     const key = `${roleKey}\u0000${info.analysis.sql}`;
     const hit = this.cache.get(key);
     if (hit && hit.info === info) return hit.decision;
-    const decision = decide(info.analysis, info.access ?? null, role, this.policy.maskKey, info.userFunctions);
+    const decision = shadowRefusal(info, role) ?? decide(info.analysis, info.access ?? null, role, this.policy.maskKey, info.userFunctions);
     if (this.cache.size >= 10_000) this.cache.delete(this.cache.keys().next().value as string);
     this.cache.set(key, { info, decision });
     return decision;
   }
+}
+
+/**
+ * A temporary view (or a rule, which turns a table into a view) lives in the session's pg_temp,
+ * which the shared catalog does not see, and shadows a table of the same name: the proxy would plan
+ * `SELECT status FROM orders` against public.orders while PostgreSQL reads the view. Refused to
+ * roles with masked or denied columns. Temporary tables stay allowed: what they hold came through
+ * the proxy, masked columns excluded.
+ */
+function shadowRefusal(info: StatementInfo, role: EffectiveRole): PolicyDecision | undefined {
+  if (!role.masked.size && !role.denied.size) return undefined;
+  const analysis = info.analysis;
+  if (!analysis?.ok) return undefined;
+  const tempView = analysis.statements.some((st) => st.sessionState.some((s) => s.kind === 'temporary object' && / view /.test(s.reason)));
+  const rule = analysis.kinds.includes('CREATE RULE');
+  if (!tempView && !rule) return undefined;
+  const what = tempView ? 'temporary views' : 'rules';
+  return {
+    kind: 'refuse',
+    refusal: { sqlstate: '42501', message: `${what} are not allowed to roles with masked columns (${role.names.join(', ') || 'default'}): the proxy could not see what they read`, rule: 'policy.temporary_view' },
+  };
 }

@@ -5,7 +5,7 @@
 // and a view's column, or an OID the snapshot does not know, maps to nothing masked.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../support/stack.ts';
-import { WireClient, parse, bind, execute, syncMessage, roundTrip, simple, textOf, leaked, piiValues, maskedPolicy } from './support.ts';
+import { WireClient, parse, bind, execute, syncMessage, roundTrip, simple, errorsOf, textOf, leaked, piiValues, maskedPolicy } from './support.ts';
 
 describe('DDL done outside the proxy (a migration) while people are connected', () => {
   let stack: Stack;
@@ -56,12 +56,16 @@ describe('session state the proxy does not see (upstream_pool_mode: none, a role
     await stack?.stop();
   });
 
-  // Known hole, not fixed yet (README: Known limitations): temporary objects of a session are not in the shared catalog (writing roles, pool mode none).
-  it.fails('a temporary view shadowing a table is not mistaken for the table', async () => {
+  // Temporary objects of a session are not in the shared catalog: a role with masks may not create
+  // the ones that could shadow a table with other contents (views, rules).
+  it('a temporary view shadowing a table is not mistaken for the table (it cannot be created)', async () => {
     const w = await stack.wire('alice@example.com');
-    await simple(w, 'CREATE TEMP VIEW orders AS SELECT id, ssn AS status FROM customers');
+    const created = await simple(w, 'CREATE TEMP VIEW orders AS SELECT id, ssn AS status FROM customers');
+    const viaRule = await simple(w, "CREATE TEMP TABLE invoices (id bigint, status text); CREATE RULE \"_RETURN\" AS ON SELECT TO invoices DO INSTEAD SELECT id, ssn AS status FROM customers");
     const frames = await simple(w, 'SELECT id, status FROM orders WHERE id <= 2');
     w.close();
+    expect(errorsOf(created).map((e) => e.code)).toEqual(['42501']);
+    expect(errorsOf(viaRule).map((e) => e.code)).toEqual(['42501']);
     expect(leaked(textOf(frames), pii)).toEqual([]);
   });
 
