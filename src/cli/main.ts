@@ -16,6 +16,7 @@ import { registerQueryCommand } from './query.ts';
 import { registerShellCommand } from './shell/index.ts';
 import { registerQueriesCommand } from './queries.ts';
 import { registerRunCommand } from './run.ts';
+import { registerCatalogCommands } from './catalog.ts';
 
 export const EXIT = { ok: 0, error: 1, usage: 2, auth: 4 } as const;
 
@@ -39,6 +40,7 @@ export function buildProgram(): Command {
   registerShellCommand(program);
   registerQueriesCommand(program);
   registerRunCommand(program);
+  registerCatalogCommands(program);
   return program;
 }
 

@@ -64,6 +64,12 @@ export interface ScalpleConfig {
    */
   upstreamReadonly?: string;
   upstreamPoolMode: PoolMode;
+  /**
+   * `catalog.watch_url`: a direct connection to the upstream database on which the proxy LISTENs
+   * for schema changes (see src/proxy/catalog-watch.ts). Default: the upstream, unless it is a
+   * transaction pooler.
+   */
+  catalogWatchUrl?: string;
   audit: AuditConfig;
   identity: IdentityConfig;
   tls?: TlsConfig;
@@ -109,6 +115,11 @@ export function parseConfig(raw: unknown, file: string, env: NodeJS.ProcessEnv =
   const upstreamReadonlyRaw = env.SCALPLE_UPSTREAM_READONLY_URL ?? (doc.upstream_readonly === undefined ? undefined : str(doc.upstream_readonly, 'upstream_readonly'));
   const upstreamReadonly = upstreamReadonlyRaw === undefined ? undefined : interpolate(upstreamReadonlyRaw, env, 'upstream_readonly');
   if (upstreamReadonly) checkUrl(upstreamReadonly, 'upstream_readonly');
+
+  const catalogRaw = doc.catalog === undefined ? {} : obj(doc.catalog, 'catalog');
+  const watchRaw = env.SCALPLE_CATALOG_WATCH_URL ?? (catalogRaw.watch_url === undefined ? undefined : str(catalogRaw.watch_url, 'catalog.watch_url'));
+  const catalogWatchUrl = watchRaw === undefined ? undefined : interpolate(watchRaw, env, 'catalog.watch_url');
+  if (catalogWatchUrl) checkUrl(catalogWatchUrl, 'catalog.watch_url');
 
   const auditRaw = doc.audit === undefined ? {} : obj(doc.audit, 'audit');
   const auditUrl = interpolate(env.SCALPLE_AUDIT_URL ?? (auditRaw.url === undefined ? upstream : str(auditRaw.url, 'audit.url')), env, 'audit.url');
@@ -199,6 +210,7 @@ export function parseConfig(raw: unknown, file: string, env: NodeJS.ProcessEnv =
     upstream,
     ...(upstreamReadonly ? { upstreamReadonly } : {}),
     upstreamPoolMode: poolMode,
+    ...(catalogWatchUrl ? { catalogWatchUrl } : {}),
     audit,
     identity,
     ...(tls ? { tls } : {}),

@@ -124,6 +124,7 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
       };
       const finish = (s: { uid: number }, access: Access | null) => {
         const info = build(sql, analysis, access);
+        info.catalogUid = s.uid;
         if (cache.size >= 5000) cache.delete(cache.keys().next().value as string);
         cache.set(key, { uid: s.uid, info });
         if (shape && shareable(info)) {
@@ -145,6 +146,9 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
     schemaChanged() {
       catalog.invalidate();
       userFunctions = undefined;
+    },
+    isCurrent(info: StatementInfo): boolean {
+      return info.catalogUid !== undefined && catalog.fresh()?.uid === info.catalogUid;
     },
     columnOf(tableOid: number, attnum: number): string | undefined {
       const snap = catalog.current;

@@ -24,6 +24,7 @@ import { LiveAlerts } from '../audit/alerts.ts';
 import { parseAnomaliesConfig } from '../audit/anomalies.ts';
 import { Metrics } from './metrics.ts';
 import { startHttp } from './http.ts';
+import { watchCatalog } from './catalog-watch.ts';
 
 export interface ProxyDeps {
   audit: AuditSink;
@@ -39,6 +40,10 @@ export interface RunningProxy {
   sessionCount(): number;
   /** Re-reads the policy part of a new config (SIGHUP). */
   reload(config: ScalpleConfig): void;
+  /** Schema changes announced by the database (catalog watch) so far. */
+  catalogChanges(): number;
+  /** Resolves once more than `after` schema changes have been announced. */
+  whenCatalogChanged(after: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -85,6 +90,18 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
   const verifier = new IdentityVerifier(config.identity, config.applications);
   const gate = new PolicyGate(config);
   const analyzer = deps.analyzer ?? (await createAnalyzer({ poolMode: config.upstreamPoolMode, upstreamUrl: config.upstream, logger, shareable: (info) => !gate.subjectPlan(info)?.upstreamSql }));
+  const watchUrl = config.catalogWatchUrl ?? (config.upstreamPoolMode === 'transaction' ? undefined : config.upstream);
+  let catalogChanges = 0;
+  let catalogWaiters: { after: number; resolve: () => void }[] = [];
+  const schemaChangedElsewhere = (): void => {
+    analyzer.schemaChanged();
+    catalogChanges++;
+    const due = catalogWaiters.filter((w) => w.after < catalogChanges);
+    catalogWaiters = catalogWaiters.filter((w) => w.after >= catalogChanges);
+    for (const w of due) w.resolve();
+  };
+  const catalogWatch = watchUrl ? watchCatalog(watchUrl, schemaChangedElsewhere, logger) : undefined;
+  if (!watchUrl) logger.warn('no catalog.watch_url (a direct connection to the upstream database, needed behind a transaction pooler): schema changes made outside Scalple are seen within the catalog TTL (60 s)');
   const upstream: UpstreamTarget = parseUpstreamUrl(config.upstream);
   const upstreamReadonly: UpstreamTarget | undefined = config.upstreamReadonly ? parseUpstreamUrl(config.upstreamReadonly) : undefined;
   const secureContext = config.tls
@@ -265,6 +282,8 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
     port: addr.port,
     ...(http ? { httpPort: http.port } : {}),
     sessionCount: () => sessions.size,
+    catalogChanges: () => catalogChanges,
+    whenCatalogChanged: (after: number) => (catalogChanges > after ? Promise.resolve() : new Promise<void>((resolve) => catalogWaiters.push({ after, resolve }))),
     reload(next: ScalpleConfig) {
       gate.reload(next);
       config = next;
@@ -278,6 +297,7 @@ export async function startProxy(initial: ScalpleConfig, deps: ProxyDeps): Promi
         for (const s of [...sessions]) s.terminate('57P01', 'the proxy is shutting down');
       });
       if (http) await new Promise<void>((resolve) => http!.server.close(() => resolve()));
+      await catalogWatch?.close();
       await analyzer.close();
       await alerts?.drain();
       await stream?.close();

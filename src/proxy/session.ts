@@ -640,7 +640,7 @@ export class Session {
     return this.upstreamUnnamed === stmt && (!this.transactionPooled || this.upstreamUnnamedSeq === this.syncSeq);
   }
 
-  private onBind(f: Frame): void {
+  private onBind(f: Frame): void | Promise<void> {
     const r = new Reader(f.body);
     const portal = r.cstring();
     const name = r.cstring();
@@ -650,6 +650,33 @@ export class Session {
       this.failExtended({ sqlstate: '26000', message: name ? `prepared statement "${name}" does not exist` : 'unnamed prepared statement does not exist', rule: 'protocol' });
       return;
     }
+    if (!stmt.info.setting && !this.ctx.analyzer.isCurrent(stmt.info)) {
+      // The schema changed since this statement was planned (a view replaced, a column added):
+      // plan it again before it runs, as PostgreSQL itself re-plans it.
+      const described = this.ctx.analyzer.describe(stmt.sql, this.searchPath);
+      return (described instanceof Promise ? described : Promise.resolve(described)).then((info) => {
+        const refusal = this.replan(stmt, info);
+        if (refusal) return this.recordRefusal(stmt.sql, info, refusal).then(() => this.failExtended(refusal));
+        this.bindWith(f, portal, name, rest, stmt);
+      });
+    }
+    this.bindWith(f, portal, name, rest, stmt);
+  }
+
+  /** Re-judges a kept statement against a new analysis; the refusal when it is now refused. */
+  private replan(stmt: Statement, info: StatementInfo): Refusal | undefined {
+    const judged = this.judge(info);
+    if (judged.refusal) return judged.refusal;
+    stmt.info = info;
+    stmt.decision = judged.decision;
+    stmt.guarded = this.guards(info);
+    stmt.subjects = this.ctx.gate.subjectPlan(info);
+    // Parsed upstream again, with whatever the new plan sends (hidden key columns).
+    if (this.upstreamUnnamed === stmt) this.upstreamUnnamed = undefined;
+    return undefined;
+  }
+
+  private bindWith(f: Frame, portal: string, name: string, rest: Buffer, stmt: Statement): void {
     if (portal !== '' && this.portals.has(portal)) {
       // PostgreSQL refuses it and keeps the first portal: so must the proxy's bookkeeping.
       this.failExtended({ sqlstate: '42P03', message: `cursor "${portal}" already exists`, rule: 'protocol' });

@@ -34,13 +34,17 @@ export interface StatementInfo {
   /** The analysis behind this view, for the per-role policy decision. */
   analysis?: Analysis;
   access?: Access | null;
+  /** The catalog snapshot the analysis was resolved against (absent: resolved without one). */
+  catalogUid?: number;
 }
 
 export interface StatementAnalyzer {
   /** Sync on a cache hit; may be async (catalog load). */
   describe(sql: string, searchPath: readonly string[]): StatementInfo | Promise<StatementInfo>;
-  /** Called after a DDL statement completed. */
+  /** Called after a DDL statement completed, or when the database reports one made elsewhere. */
   schemaChanged(): void;
+  /** Was `info` resolved against the catalog as it is now? False once the schema changed since. */
+  isCurrent(info: StatementInfo): boolean;
   /** Catalog lookups for RowDescription's (table OID, attnum) cross-check. */
   columnOf(tableOid: number, attnum: number): string | undefined;
   close(): Promise<void>;

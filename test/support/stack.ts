@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import pino from 'pino';
 import YAML from 'yaml';
+import { CATALOG_TRIGGER_SQL } from '../../src/proxy/catalog-watch.ts';
 import { startPostgres, startPgBouncer, superQuery, freePort, type PostgresServer, type PgBouncerServer } from './services.ts';
 import { startTestIdp, deviceLogin, type DevIdp, type Tokens } from './idp.ts';
 import { WireClient } from './wire.ts';
@@ -60,6 +61,11 @@ export interface Stack {
   wire(email: string, params?: Record<string, string>): Promise<WireClient>;
   /** Superuser query on the app database (setup and assertions only). */
   sql<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
+  /**
+   * Runs `ddl` as the superuser (outside the proxy, like a migration) and waits until the proxy
+   * has been told of the change by the database (catalog watch; in-process proxy).
+   */
+  ddlOutside(ddl: string): Promise<void>;
   /** Waits until every queued audit record is committed (in-process proxy). */
   flushAudit(): Promise<void>;
   stopProxy(signal?: NodeJS.Signals): Promise<void>;
@@ -76,6 +82,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   await superQuery(pgServer, `GRANT CREATE ON DATABASE app TO ${AUDIT_OWNER}`, 'app');
   if (opts.pgaudit ?? true) await superQuery(pgServer, 'CREATE EXTENSION pgaudit', 'app');
   await superQuery(pgServer, SAMPLE_SCHEMA, 'app');
+  // As `scalple catalog install` does: DDL made outside the proxy is announced to it at once.
+  await superQuery(pgServer, CATALOG_TRIGGER_SQL, 'app');
   await superQuery(pgServer, `GRANT USAGE, CREATE ON SCHEMA public TO ${APP_USER}; GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA public TO ${APP_USER}`, 'app');
   if (opts.readonlyUpstream) {
     await superQuery(pgServer, `CREATE ROLE ${APP_READONLY} LOGIN PASSWORD '${APP_PASSWORD}'; ALTER ROLE ${APP_READONLY} SET default_transaction_read_only = on`);
@@ -98,6 +106,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     listen: `127.0.0.1:${port}`,
     upstream,
     upstream_pool_mode: poolMode,
+    catalog: { watch_url: `postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${pgServer.port}/app` },
     ...(opts.readonlyUpstream ? { upstream_readonly: upstream.replace(`${APP_USER}:`, `${APP_READONLY}:`) } : {}),
     audit: { url: `postgres://${AUDIT_WRITER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/app`, durability: opts.durability ?? 'strict', hmac_key: HMAC_KEY, checkpoint_file: path.join(dir, 'head.json') },
     identity: { issuer: idp.issuer, audience: 'scalple', allow_plaintext_password: true, revocation_check_ms: 300, ...opts.identity },
@@ -165,6 +174,12 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     sql: (text, values) => {
       const c = new pg.Client({ connectionString: pgServer.superUrl('app') });
       return c.connect().then(() => c.query(text, values as unknown[]).finally(() => c.end()));
+    },
+    async ddlOutside(ddl) {
+      if (!proxy) throw new Error('ddlOutside needs the in-process proxy');
+      const before = proxy.catalogChanges();
+      await stack.sql(ddl);
+      await proxy.whenCatalogChanged(before);
     },
     flushAudit: () => audit?.flush() ?? Promise.resolve(),
     async stopProxy(signal: NodeJS.Signals = 'SIGTERM') {
