@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import YAML from 'yaml';
 import type { Logger } from 'pino';
-import { ScalpleError } from '../errors.ts';
-import { findPgBin, freePort, startPostgres, superQuery, type PostgresServer } from './embedded-postgres.ts';
+import { freePort, startPostgres, superQuery, type PostgresServer } from './embedded-postgres.ts';
+import { locatePostgres } from './postgres-binaries.ts';
 import { startDevIdp, DEMO_PEOPLE, type DevIdp } from '../devidp/provider.ts';
 import { loadConfig } from '../policy/config.ts';
 import { migrate, grantWriter } from '../audit/schema.ts';
@@ -21,6 +21,10 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 
 export interface DemoOptions {
   port?: number;
+  /** Read for SCALPLE_PG_BIN (default process.env). */
+  env?: NodeJS.ProcessEnv;
+  /** PostgreSQL binaries: a directory or "npm" (overrides SCALPLE_PG_BIN). */
+  pgBin?: string;
   idpPort?: number;
   stateDir: string;
   logger: Logger;
@@ -64,10 +68,18 @@ export function demoPolicy(maskKey: string): Record<string, unknown> {
   };
 }
 
-async function embeddedPostgres(logger: Logger): Promise<PostgresServer> {
-  if (findPgBin()) return startPostgres({});
-  throw new ScalpleError('CONFIG', 'No PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin and $SCALPLE_PG_BIN). Install them: apt-get install postgresql-15 (or set SCALPLE_PG_BIN).');
-  void logger;
+/** PostgreSQL from the system's binaries, else the npm-packaged ones (see postgres-binaries.ts). */
+async function embeddedPostgres(env: NodeJS.ProcessEnv, pgBin: string | undefined, step: (s: string) => void): Promise<PostgresServer> {
+  const binaries = locatePostgres({ env, ...(pgBin !== undefined ? { pgBin } : {}) });
+  step(`starting PostgreSQL (${binaries.label})`);
+  let server: PostgresServer;
+  try {
+    server = await startPostgres({ bin: binaries.bin });
+  } catch (err) {
+    binaries.cleanup();
+    throw err;
+  }
+  return { ...server, stop: () => server.stop().finally(() => binaries.cleanup()) };
 }
 
 export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
@@ -79,8 +91,7 @@ export async function startDemo(opts: DemoOptions): Promise<RunningDemo> {
     for (const s of stoppers.reverse()) await s().catch(() => undefined);
   };
   try {
-    step('starting PostgreSQL');
-    const server = await embeddedPostgres(logger);
+    const server = await embeddedPostgres(opts.env ?? process.env, opts.pgBin, step);
     stoppers.push(() => server.stop());
     const appPw = randomBytes(12).toString('hex');
     const auditPw = randomBytes(12).toString('hex');

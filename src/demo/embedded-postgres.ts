@@ -1,6 +1,7 @@
-// A throwaway PostgreSQL cluster from the system's PostgreSQL binaries: `scalple demo` runs on it,
-// and so do the integration tests. PostgreSQL refuses to run as root, so as root the cluster runs
-// as `nobody`; it listens on a free loopback port and readiness is awaited on its own log line.
+// A throwaway PostgreSQL cluster from PostgreSQL's server binaries — the system's (Debian layout),
+// or, for `scalple demo` only, the npm-packaged ones (postgres-binaries.ts): `scalple demo` runs on
+// it, and so do the integration tests. PostgreSQL refuses to run as root, so as root the cluster
+// runs as `nobody`; it listens on a free loopback port and readiness is awaited on its own log line.
 import { spawn, type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync, chownSync, mkdirSync, existsSync, createWriteStream, readFileSync, rmSync, readdirSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -8,13 +9,26 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 
-/** The newest installed PostgreSQL server binaries (Debian layout), or SCALPLE_PG_BIN. */
+/** Where Debian and Ubuntu install PostgreSQL's server binaries: <root>/<major>/bin. */
+export const SYSTEM_PG_ROOT = '/usr/lib/postgresql';
+
+/** The newest system PostgreSQL server binaries (Debian layout: /usr/lib/postgresql/<major>/bin). */
+export function findSystemPgBin(root = SYSTEM_PG_ROOT): string | undefined {
+  if (!existsSync(root)) return undefined;
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(path.join(root, v, 'bin', 'postgres')) && existsSync(path.join(root, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions.length ? path.join(root, versions[0]!, 'bin') : undefined;
+}
+
+/**
+ * SCALPLE_PG_BIN when it names a directory, else the newest system binaries: what the tests and
+ * benchmarks run on. (`scalple demo` also takes SCALPLE_PG_BIN=npm, see postgres-binaries.ts.)
+ */
 export function findPgBin(): string | undefined {
-  if (process.env.SCALPLE_PG_BIN) return process.env.SCALPLE_PG_BIN;
-  const base = '/usr/lib/postgresql';
-  if (!existsSync(base)) return undefined;
-  const versions = readdirSync(base).filter((v) => existsSync(path.join(base, v, 'bin', 'postgres'))).sort((a, b) => Number(b) - Number(a));
-  return versions.length ? path.join(base, versions[0]!, 'bin') : undefined;
+  const env = process.env.SCALPLE_PG_BIN;
+  if (env && env !== 'npm') return env;
+  return findSystemPgBin();
 }
 
 export const PG_BIN = findPgBin() ?? '/usr/lib/postgresql/15/bin';
@@ -94,6 +108,8 @@ export interface PostgresServer {
 }
 
 export interface PostgresOptions {
+  /** Directory holding initdb and postgres (default PG_BIN). */
+  bin?: string;
   pgaudit?: boolean;
   /** Extra `-c name=value` settings. */
   settings?: Record<string, string>;
@@ -103,6 +119,7 @@ export const SUPERUSER = 'postgres';
 export const SUPERUSER_PASSWORD = 'super-secret-pw';
 
 export async function startPostgres(opts: PostgresOptions = {}): Promise<PostgresServer> {
+  const bin = opts.bin ?? PG_BIN;
   const root = ownedTempDir('scalple-pg-');
   const dataDir = path.join(root, 'data');
   const sockDir = path.join(root, 'sock');
@@ -111,7 +128,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
   const pwFile = path.join(root, 'pw');
   writeFileSync(pwFile, SUPERUSER_PASSWORD + '\n');
   if (runAsRoot) chownSync(pwFile, NOBODY, NOBODY);
-  runUnprivileged(path.join(PG_BIN, 'initdb'), ['-D', dataDir, '-U', SUPERUSER, '--pwfile', pwFile, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--no-sync']);
+  runUnprivileged(path.join(bin, 'initdb'), ['-D', dataDir, '-U', SUPERUSER, '--pwfile', pwFile, '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--no-sync']);
   const port = await freePort();
   const settings: Record<string, string> = {
     listen_addresses: '127.0.0.1',
@@ -126,7 +143,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<Postgre
   };
   const args = ['-D', dataDir];
   for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`);
-  const child = spawnUnprivileged(path.join(PG_BIN, 'postgres'), args);
+  const child = spawnUnprivileged(path.join(bin, 'postgres'), args);
   const logFile = path.join(root, 'server.log');
   const logStream = createWriteStream(logFile);
   const log: string[] = [];

@@ -16,6 +16,7 @@ import { History, historyEntry, historyFile } from '../../src/cli/shell/history.
 import { pagerCommand, startSpinner, writePaged } from '../../src/cli/sql/terminal.ts';
 import { needsReason, runStatement, type Interrupts, type RunnerDeps } from '../../src/cli/sql/runner.ts';
 import { ServerError, type ProxySession, type StatementOutcome } from '../../src/cli/sql/session.ts';
+import { repeatDecision } from '../../src/cli/sql/repeat.ts';
 import { ScalpleError } from '../../src/errors.ts';
 import type { CliIo } from '../../src/cli/io.ts';
 import { runCli, sandbox } from './harness.ts';
@@ -58,6 +59,66 @@ describe('statements', () => {
     expect(sqlLiteral('a\\b')).toBe("'a\\b'");
     expect(() => sqlLiteral('a\u0000b')).toThrow(/NUL/);
     expect(runStatementFor('get_order_by_id', ['7', "O'Brien"])).toBe("SELECT * FROM scalple.run('get_order_by_id', '7', 'O''Brien')");
+  });
+});
+
+describe('running a statement again after the token expired in the middle of it', () => {
+  const again = (sql: string, inTransaction = false) => repeatDecision(sql, inTransaction);
+
+  it('runs again only what reads: SELECT, TABLE, VALUES, SHOW, EXPLAIN without ANALYZE', async () => {
+    for (const sql of [
+      'SELECT id, email FROM customers WHERE id = $1',
+      'TABLE orders',
+      "VALUES (1, 'a')",
+      'SHOW search_path',
+      'EXPLAIN SELECT * FROM orders',
+      'EXPLAIN (COSTS OFF) SELECT 1',
+      'WITH recent AS (SELECT * FROM orders ORDER BY id DESC LIMIT 3) SELECT count(*) FROM recent',
+      "SELECT 1; SELECT 'a;b'",
+      'SELECT now(), pg_sleep(1) IS NOT NULL',
+      'SELECT * FROM scalple.named_queries()',
+    ]) {
+      expect(await again(sql), sql).toEqual({ repeat: true });
+    }
+  });
+
+  it('never runs again what may have written, or what it cannot read', async () => {
+    for (const sql of [
+      "INSERT INTO orders (id, customer_id, total) VALUES (1, 1, 1)",
+      'UPDATE orders SET total = total + 1',
+      'DELETE FROM orders',
+      'MERGE INTO orders o USING orders s ON o.id = s.id WHEN MATCHED THEN DO NOTHING',
+      'TRUNCATE orders',
+      'CREATE TABLE t (a int)',
+      'WITH gone AS (DELETE FROM orders RETURNING id) SELECT count(*) FROM gone',
+      'SELECT * INTO copy_of_orders FROM orders',
+      'SELECT * FROM orders FOR UPDATE',
+      'EXPLAIN ANALYZE SELECT 1',
+      'EXPLAIN (ANALYZE, COSTS OFF) DELETE FROM orders',
+      "SELECT nextval('orders_id_seq')",
+      "SELECT set_config('work_mem', '1MB', false)",
+      'SELECT pg_advisory_lock(1)',
+      'SELECT pg_terminate_backend(42)',
+      "SELECT * FROM scalple.run('get_order_by_id', '7')",
+      'SELECT 1; DELETE FROM orders',
+      "SET scalple.reason = 'x'",
+      'CALL do_things()',
+      'DO $$ BEGIN END $$',
+      'COPY orders TO STDOUT',
+      'SELEC 1',
+      '',
+    ]) {
+      expect(await again(sql), sql).toEqual({ repeat: false, reason: 'may-have-written' });
+    }
+  });
+
+  it('inside a transaction block nothing runs again; a cut COMMIT may or may not have committed', async () => {
+    expect(await again('SELECT 1', true)).toEqual({ repeat: false, reason: 'transaction' });
+    expect(await again('UPDATE orders SET total = 1', true)).toEqual({ repeat: false, reason: 'transaction' });
+    for (const sql of ['COMMIT', 'END', 'COMMIT AND CHAIN', "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'"]) {
+      expect(await again(sql, true), sql).toEqual({ repeat: false, reason: 'commit' });
+    }
+    expect(await again('BEGIN; UPDATE orders SET total = 1; COMMIT')).toEqual({ repeat: false, reason: 'commit' });
   });
 });
 

@@ -40,6 +40,16 @@ afterEach(() => {
 
 const noStackTrace = (stderr: string) => expect(stderr).not.toMatch(/^\s+at /m);
 
+/** How many orders carry this status (the marker of a test's statement). */
+async function ordersWithStatus(status: string): Promise<number> {
+  return Number((await stack.sql<{ n: string }>('SELECT count(*) AS n FROM orders WHERE status = $1', [status])).rows[0]!.n);
+}
+
+/** Resolves once the proxy recorded the intent of a statement containing `text`: it is on its way upstream. */
+async function untilIntent(text: string): Promise<void> {
+  await pollUntil(async () => (await stack.sql("SELECT 1 FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE $1", [`%${text}%`])).rowCount! > 0, `the statement with ${text} to start`);
+}
+
 describe('scalple query', () => {
   it('renders a table with masked cells marked, NULL distinct from empty, and the footer naming what was masked', async () => {
     const r = await runCli(['query', "SELECT id, email, iban, region, NULL::text AS note, '' AS empty FROM customers WHERE id IN (9001, 9002) ORDER BY id"], alice.env);
@@ -201,7 +211,7 @@ describe('scalple query', () => {
     noStackTrace(format.stderr);
   });
 
-  it('refreshes the token and reconnects once when the proxy ends the session because the token expired', async () => {
+  it('a statement that only reads, cut short by the token expiry, is run again once in a read-only transaction', async () => {
     // Tokens live 2 s: the CLI refreshes the stored one (it expires within a minute) and connects
     // with a 2 s token; the statement (3 s) outlives it.
     stack.idp.setAccessTokenTtl(2);
@@ -211,18 +221,110 @@ describe('scalple query', () => {
       const marker = `expiry-${Date.now()}`;
       const cli = startCli(['query', `SELECT '${marker}' AS m, pg_sleep(3) IS NOT NULL AS slept`, '--format', 'json'], box.env);
       // Once the statement reached the proxy, the CLI holds its short token: make the next one long.
-      await pollUntil(async () => (await stack.sql("SELECT 1 FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE $1", [`%${marker}%`])).rowCount! > 0, 'the statement to start');
+      await untilIntent(marker);
       stack.idp.setAccessTokenTtl(3600);
       const r = await cli.done();
-      expect(r.stderr).toBe('! The proxy ended the session because the token expired; reconnecting with a refreshed token\n');
+      expect(r.stderr).toBe('! The proxy ended the session because the token expired; reconnecting with a refreshed token\n! The statement only reads data: running it again, in a read-only transaction\n');
       expect(r.code).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual([{ m: marker, slept: true }]);
-      // The statement ran twice, both times as erin: the first run cut short by the expiry.
+      // The statement ran twice, both times as erin: the first run cut short by the expiry, the
+      // second between BEGIN READ ONLY and COMMIT.
       await stack.flushAudit();
-      const intents = await stack.sql<{ email: string }>("SELECT email FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE $1", [`%${marker}%`]);
-      expect(intents.rows.map((x) => x.email)).toEqual(['erin@example.com', 'erin@example.com']);
+      const intents = await stack.sql<{ email: string; statement: string }>(
+        "SELECT email, statement FROM scalple_audit.records WHERE record_type = 'intent' AND email = 'erin@example.com' AND ts >= (SELECT min(ts) FROM scalple_audit.records WHERE statement LIKE $1) ORDER BY seq",
+        [`%${marker}%`],
+      );
+      expect(intents.rows.map((x) => (x.statement.includes(marker) ? 'the statement' : x.statement))).toEqual(['the statement', 'BEGIN READ ONLY', 'the statement', 'COMMIT']);
     } finally {
       box.remove();
+    }
+  });
+
+  it('a statement that may have written, cut short by the token expiry, is not run again: the CLI says it may or may not have run (exit 1)', async () => {
+    stack.idp.setAccessTokenTtl(2);
+    const box = sandbox();
+    try {
+      await loginAs(box, 'carol@example.com');
+      const marker = `write-expiry-${Date.now()}`;
+      // One new order, 3 s long: a second run would add a second one.
+      const insert = `INSERT INTO orders (id, customer_id, total, status) SELECT max(id) + 1, 1, 0.01, '${marker}' FROM orders HAVING pg_sleep(3) IS NOT NULL`;
+      const cli = startCli(['query', insert, '--reason', 'TICKET-7'], box.env);
+      await untilIntent(marker);
+      stack.idp.setAccessTokenTtl(3600);
+      const r = await cli.done();
+      expect(r.stderr).toBe(
+        '! The proxy ended the session because the token expired; reconnecting with a refreshed token\n' +
+          'error: The token expired while the statement was running and the proxy ended the session: the statement may or may not have run, and it was not run again. Check whether it took effect before running it again.\n',
+      );
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('');
+      // PostgreSQL finished the statement after its client went away: it did run — once.
+      const ran = await pollUntil(async () => (await ordersWithStatus(marker)) || undefined, 'the cut statement to finish upstream');
+      expect(ran).toBe(1);
+      await stack.flushAudit();
+      const intents = await stack.sql("SELECT 1 FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE $1", [`%${marker}%`]);
+      expect(intents.rowCount).toBe(1);
+    } finally {
+      box.remove();
+    }
+  });
+
+  it('a read that calls a function that writes is stopped by PostgreSQL when run again (read-only transaction), and reported as not run again', async () => {
+    await stack.sql(`CREATE OR REPLACE FUNCTION public.cli_note(m text) RETURNS boolean LANGUAGE sql AS $$
+      INSERT INTO public.orders (id, customer_id, total, status) SELECT max(id) + 1, 1, 0.01, m FROM public.orders;
+      SELECT true $$`);
+    stack.idp.setAccessTokenTtl(2);
+    const box = sandbox();
+    try {
+      await loginAs(box, 'carol@example.com');
+      const marker = `udf-expiry-${Date.now()}`;
+      const cli = startCli(['query', `SELECT cli_note('${marker}') AS noted, pg_sleep(3) IS NOT NULL AS slept`, '--reason', 'TICKET-8'], box.env);
+      await untilIntent(marker);
+      stack.idp.setAccessTokenTtl(3600);
+      const r = await cli.done();
+      expect(r.stderr).toBe(
+        '! The proxy ended the session because the token expired; reconnecting with a refreshed token\n' +
+          '! The statement only reads data: running it again, in a read-only transaction\n' +
+          'error: The token expired while the statement was running and the proxy ended the session: the statement may or may not have run, and it was not run again. Check whether it took effect before running it again.\n' +
+          '(Run again in a read-only transaction, it tried to write: cannot execute INSERT in a read-only transaction.)\n',
+      );
+      expect(r.code).toBe(1);
+      const ran = await pollUntil(async () => (await ordersWithStatus(marker)) || undefined, 'the cut statement to finish upstream');
+      expect(ran).toBe(1);
+    } finally {
+      box.remove();
+    }
+  });
+
+  it('the shell: a COMMIT cut short by the token expiry may or may not have committed; it says so, reconnects and goes on', async () => {
+    // A deferred trigger makes COMMIT take 4 s for rows with this status.
+    await stack.sql(`CREATE OR REPLACE FUNCTION public.cli_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(4); RETURN NULL; END $$;
+      DROP TRIGGER IF EXISTS cli_slow_commit ON public.orders;
+      CREATE CONSTRAINT TRIGGER cli_slow_commit AFTER INSERT ON public.orders DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.status LIKE 'slow-commit-%') EXECUTE FUNCTION public.cli_slow_commit()`);
+    stack.idp.setAccessTokenTtl(3);
+    const box = sandbox();
+    try {
+      await loginAs(box, 'carol@example.com');
+      const marker = `slow-commit-${Date.now()}`;
+      const script = ['BEGIN;', `INSERT INTO orders (id, customer_id, total, status) SELECT max(id) + 1, 1, 0.01, '${marker}' FROM orders;`, 'COMMIT;', 'SELECT 2 AS after;', ''].join('\n');
+      const cli = startCli(['shell', '--reason', 'TICKET-9'], box.env);
+      cli.child.stdin!.end(script);
+      // The shell holds its short token once the INSERT reached the proxy; COMMIT follows at once.
+      await untilIntent(marker);
+      stack.idp.setAccessTokenTtl(3600);
+      const r = await cli.done();
+      expect(r.stderr).toContain(
+        '! The proxy ended the session because the token expired; reconnecting with a refreshed token\n' +
+          'error: The token expired while the transaction was committing and the proxy ended the session: the transaction may or may not have been committed, and nothing was run again. Check whether its changes are there before running it again.\n',
+      );
+      expect(r.stdout).toMatch(/│ after │\n├───────┤\n│     2 │/);
+      expect(r.code).toBe(1);
+      // It did commit, once: PostgreSQL finished the COMMIT after the client went away.
+      const ran = await pollUntil(async () => (await ordersWithStatus(marker)) || undefined, 'the cut COMMIT to finish upstream');
+      expect(ran).toBe(1);
+    } finally {
+      box.remove();
+      await stack.sql('DROP TRIGGER IF EXISTS cli_slow_commit ON public.orders');
     }
   });
 
@@ -241,6 +343,33 @@ describe('scalple query', () => {
       expect(r.code).toBe(0);
       expect(r.stderr).toContain('! The proxy ended the session because the token expired; reconnecting with a refreshed token\n');
       expect(r.stdout).toMatch(/│ b │\n├───┤\n│ 2 │/);
+    } finally {
+      box.remove();
+    }
+  });
+
+  it('the shell: a statement typed after the session ended inside a transaction block is not run on its own', async () => {
+    stack.idp.setAccessTokenTtl(2);
+    const box = sandbox();
+    try {
+      await loginAs(box, 'carol@example.com');
+      const [first, second] = [`lost-tx-a-${Date.now()}`, `lost-tx-b-${Date.now()}`];
+      const insert = (status: string) => `INSERT INTO orders (id, customer_id, total, status) SELECT max(id) + 1, 1, 0.01, '${status}' FROM orders;\n`;
+      const cli = startCli(['shell', '--reason', 'TICKET-10'], box.env);
+      cli.child.stdin!.write('BEGIN;\n' + insert(first));
+      await untilIntent(first);
+      stack.idp.setAccessTokenTtl(3600);
+      await cli.waitForStderr(/The proxy ended the session \(token expired\); the next statement reconnects with a refreshed token\./);
+      cli.child.stdin!.end(insert(second) + 'SELECT 3 AS after;\n');
+      const r = await cli.done();
+      expect(r.stderr).toContain(
+        '! The proxy ended the session because the token expired; reconnecting with a refreshed token\n' +
+          'error: The session ended while a transaction block was open: the transaction was rolled back, and this statement was not run. Start the transaction again.\n',
+      );
+      expect(r.stdout).toMatch(/│ after │\n├───────┤\n│     3 │/);
+      expect(r.code).toBe(1);
+      expect(await ordersWithStatus(first)).toBe(0); // rolled back with the session
+      expect(await ordersWithStatus(second)).toBe(0); // never sent
     } finally {
       box.remove();
     }

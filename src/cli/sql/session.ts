@@ -2,7 +2,9 @@
 // client that presents the profile's token in the startup packet, runs one statement at a time
 // with results kept as the server's text, asks the proxy which output columns it masked, cancels
 // a running statement with a CancelRequest, and — when the proxy ends the session because the
-// token expired — refreshes the token and reconnects once by itself.
+// token expired — refreshes the token and reconnects once by itself. A statement the expiry cut
+// short is run again only when running it twice cannot change anything (repeat.ts); otherwise the
+// person is told it may or may not have run.
 import net from 'node:net';
 import pg from 'pg';
 import { decodeJwt } from 'jose';
@@ -12,6 +14,7 @@ import { parseHostPort } from '../../auth/profile.ts';
 import type { QueryResult, ResultField } from '../render.ts';
 import type { OutStream } from '../io.ts';
 import { sqlLiteral } from './statements.ts';
+import type { RepeatDecision } from './repeat.ts';
 
 /** What the proxy reports for each masked output column of the previous statement. */
 export interface MaskedColumn {
@@ -81,6 +84,8 @@ const CANCEL_REQUEST_CODE = 80877102;
 const CONNECT_TIMEOUT_MS = 15_000;
 const CANCEL_SOCKET_TIMEOUT_MS = 5_000;
 const TOKEN_EXPIRED = /^token expired/i;
+/** PostgreSQL: "cannot execute … in a read-only transaction". */
+const READ_ONLY_TRANSACTION = '25006';
 
 /** Every value as the server's text: numbers, dates and JSON are shown exactly as PostgreSQL wrote them. */
 const TEXT_TYPES = { getTypeParser: () => (value: string) => value } as unknown as pg.CustomTypesConfig;
@@ -91,6 +96,8 @@ export class ProxySession {
   private reason: string | undefined;
   private maskingUnsupported = false;
   private token: FreshToken | undefined;
+  /** A statement is running: an end of the session is reported by execute(), not onEnded. */
+  private busy = false;
 
   private constructor(private readonly opts: ProxySessionOptions) {
     this.reason = opts.reason;
@@ -156,9 +163,10 @@ export class ProxySession {
     this.fatal = undefined;
     // The session can end while idle (expiry, revocation, proxy shutdown): remember why.
     client.on('error', (err) => {
+      if (this.client !== client) return; // a session already replaced
       const first = this.fatal === undefined;
       if (!this.fatal || !(this.fatal instanceof pg.DatabaseError)) this.fatal = err;
-      if (first && this.client === client) this.opts.onEnded?.(errorMessage(err), isTokenExpiry(err));
+      if (first && !this.busy) this.opts.onEnded?.(errorMessage(err), isTokenExpiry(err));
     });
     client.on('notice', (n) => this.opts.stderr.write(`${n.severity ?? 'NOTICE'}: ${n.message}\n`));
     try {
@@ -202,41 +210,91 @@ export class ProxySession {
   }
 
   private async ensureConnected(): Promise<void> {
+    // Let an end of the session that has already arrived (a FATAL in the socket's buffer) be seen
+    // first: a statement then goes to a fresh session instead of into a closing one.
+    if (this.client && !this.fatal) await new Promise<void>((resolve) => setImmediate(resolve));
     if (this.client && !this.fatal) return;
     const why = this.fatal;
     const expired = why instanceof pg.DatabaseError && why.code === '28000' && TOKEN_EXPIRED.test(why.message);
     if (why instanceof pg.DatabaseError && why.code === '28000' && !expired) {
       throw new ScalpleError('AUTH_FAILED', `The proxy ended the session: ${why.message}`);
     }
+    // A transaction block open in the session that ended was rolled back with it: the statement
+    // meant for it must not run on its own in the new session (it would commit by itself).
+    const lostTransaction = this.inTransaction;
     if (expired) await this.reconnect('The proxy ended the session because the token expired');
     else await this.reconnect(`The session with the proxy ended (${why ? errorMessage(why) : 'closed'})`, false);
+    if (lostTransaction) {
+      throw new ScalpleError('UPSTREAM', 'The session ended while a transaction block was open: the transaction was rolled back, and this statement was not run. Start the transaction again.', { sqlstate: '08006' });
+    }
   }
 
   /**
    * Runs one statement (simple protocol; extended with `values` as $1, $2…) and asks the proxy
    * which of its output columns were masked. When the proxy ends the session because the token
-   * expired, reconnects with a refreshed token and runs the statement again — once, and only when
-   * no transaction block was open (its earlier statements are gone with the session).
+   * expired, reconnects with a refreshed token; the statement is sent again only when it certainly
+   * has not run (the session was already over when it was to be sent: it goes to the new session)
+   * or when running it twice cannot change anything (repeat.ts: reads only, no transaction block
+   * open; run again inside BEGIN READ ONLY). Otherwise it throws an error saying the statement may
+   * or may not have run and was not run again.
    */
   async execute(sql: string, values?: readonly string[], options: ExecuteOptions = {}): Promise<StatementOutcome> {
     await this.ensureConnected();
     const wasInTransaction = this.inTransaction;
     const reportMasking = options.reportMasking ?? true;
+    this.busy = true;
     try {
       return await this.runOnce(sql, values, reportMasking);
     } catch (err) {
-      if (!isTokenExpiry(err)) throw asServerError(err);
-      if (wasInTransaction) {
-        await this.reconnect('The proxy ended the session because the token expired').catch(() => undefined);
-        throw new ScalpleError('UPSTREAM', 'The token expired inside a transaction block: the proxy ended the session and the transaction was rolled back. Run the transaction again.');
-      }
-      await this.reconnect('The proxy ended the session because the token expired');
+      if (!isTokenExpiry(err)) throw asServerError(err, true);
+      this.fatal = err as pg.DatabaseError;
+      // Loaded only here: the statement analyser is not needed on any other path.
+      const { repeatDecision } = await import('./repeat.ts');
+      return await this.afterExpiry(sql, values, reportMasking, await repeatDecision(sql, wasInTransaction));
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** The token expired while `sql` ran: reconnect, then run it again only if that is harmless. */
+  private async afterExpiry(sql: string, values: readonly string[] | undefined, reportMasking: boolean, decision: RepeatDecision): Promise<StatementOutcome> {
+    const profile = this.token?.profile ?? 'default';
+    if (!decision.repeat) {
+      const why = notRepeatedMessage(decision.reason);
       try {
-        return await this.runOnce(sql, values, reportMasking);
-      } catch (again) {
-        if (isTokenExpiry(again)) throw new ScalpleError('AUTH_REQUIRED', `The token expired again right after a refresh: ${loginHint(this.token?.profile ?? 'default')}`);
-        throw asServerError(again);
+        await this.reconnect('The proxy ended the session because the token expired');
+      } catch (err) {
+        // Say what became of the statement even when the person must log in again.
+        throw err instanceof ScalpleError ? new ScalpleError(err.code, `${why}\n${err.message}`, { cause: err }) : err;
       }
+      throw new ScalpleError('UPSTREAM', why, { sqlstate: '08006' });
+    }
+    await this.reconnect('The proxy ended the session because the token expired');
+    this.opts.stderr.write('! The statement only reads data: running it again, in a read-only transaction\n');
+    try {
+      return await this.runReadOnly(sql, values, reportMasking);
+    } catch (again) {
+      if (isTokenExpiry(again)) throw new ScalpleError('AUTH_REQUIRED', `The token expired again right after a refresh: ${loginHint(profile)}`);
+      if (again instanceof pg.DatabaseError && again.code === READ_ONLY_TRANSACTION) {
+        // It writes after all (a function that writes): PostgreSQL refused the second run.
+        throw new ScalpleError('UPSTREAM', `${notRepeatedMessage('may-have-written')}\n(Run again in a read-only transaction, it tried to write: ${again.message}.)`, { sqlstate: '08006', cause: again });
+      }
+      throw asServerError(again);
+    }
+  }
+
+  /** Runs `sql` inside BEGIN READ ONLY … COMMIT: PostgreSQL refuses any write it would make. */
+  private async runReadOnly(sql: string, values: readonly string[] | undefined, reportMasking: boolean): Promise<StatementOutcome> {
+    const client = this.client!;
+    await client.query('BEGIN READ ONLY');
+    try {
+      const outcome = await this.runOnce(sql, values, reportMasking);
+      // Nothing to commit in a read-only transaction: if the session is gone by now, the next statement reconnects.
+      await client.query('COMMIT').catch(() => undefined);
+      return outcome;
+    } catch (err) {
+      if (this.client === client && !this.fatal) await client.query('ROLLBACK').catch(() => undefined);
+      throw err;
     }
   }
 
@@ -247,7 +305,18 @@ export class ProxySession {
     const results = Array.isArray(raw) ? raw : [raw];
     const last = results.at(-1)!;
     const returnsRows = last.fields.length > 0 || last.command === 'SELECT';
-    const maskedColumns = returnsRows && reportMasking ? await this.lastMasked() : [];
+    let maskedColumns: MaskedColumn[] = [];
+    if (returnsRows && reportMasking) {
+      try {
+        maskedColumns = await this.lastMasked();
+      } catch (err) {
+        // The statement has run and its rows are here (masked by the proxy): never run it again
+        // for want of the masking report. The next statement reconnects.
+        if (!isTokenExpiry(err)) throw err;
+        this.fatal = err as pg.DatabaseError;
+        this.opts.stderr.write('! The token expired right after the statement: its rows are shown, but masked cells are not marked\n');
+      }
+    }
     const result: QueryResult | undefined = returnsRows
       ? {
           fields: last.fields.map((f): ResultField => ({ name: f.name, typeOid: f.dataTypeID })),
@@ -315,10 +384,24 @@ function isTokenExpiry(err: unknown): boolean {
   return err instanceof pg.DatabaseError && err.code === '28000' && TOKEN_EXPIRED.test(err.message);
 }
 
-function asServerError(err: unknown): Error {
+/** `duringStatement`: the connection was lost while a statement ran, so nobody knows whether it did. */
+function asServerError(err: unknown, duringStatement = false): Error {
   if (err instanceof pg.DatabaseError) return new ServerError(err);
   if (err instanceof ScalpleError) return err;
-  return new ScalpleError('UPSTREAM', `The connection to the proxy failed: ${errorMessage(err)}`, { cause: err });
+  const unknown = duringStatement ? ' (while the statement was running: it may or may not have run)' : '';
+  return new ScalpleError('UPSTREAM', `The connection to the proxy failed: ${errorMessage(err)}${unknown}`, { cause: err });
+}
+
+/** What the person is told when a statement cut short by the token's expiry is not run again. */
+function notRepeatedMessage(reason: Exclude<RepeatDecision, { repeat: true }>['reason']): string {
+  switch (reason) {
+    case 'commit':
+      return 'The token expired while the transaction was committing and the proxy ended the session: the transaction may or may not have been committed, and nothing was run again. Check whether its changes are there before running it again.';
+    case 'transaction':
+      return 'The token expired inside a transaction block: the proxy ended the session and the transaction was rolled back. Run the transaction again.';
+    case 'may-have-written':
+      return 'The token expired while the statement was running and the proxy ended the session: the statement may or may not have run, and it was not run again. Check whether it took effect before running it again.';
+  }
 }
 
 function connectError(err: unknown, host: string, port: number, profile: string): Error {
