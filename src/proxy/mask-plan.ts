@@ -1,8 +1,10 @@
 // The policy decision for one statement and one caller: refuse it (deny, statement kind, inference
 // through masked columns, anything the analysis cannot see into), or let it run with a mask plan
 // that says, per output column, which mask applies. Fail closed: an output that may carry a masked
-// column and is not a plain reference to it is fully redacted; anything unanalysable over masked
-// tables is refused.
+// column and is not a plain reference to it is fully redacted — when every step from the column to
+// the output is on the allow-list of built-ins that cannot fail, wait or compare depending on the
+// value (analyse.ts, REDACTABLE_FUNCTIONS); anything else over masked columns, and anything
+// unanalysable over masked tables, is refused.
 import { parse, type Access, type Analysis, type StatementInfo as SqlStatement } from '../sql/index.ts';
 import { READ_ONLY_STATEMENTS, type EffectiveRole } from '../policy/policy.ts';
 import { describeMask, maskFunction, REDACTED, type MaskFn, type MaskSpec } from '../policy/masks.ts';
@@ -105,10 +107,16 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     // Notifications carry whatever other sessions put in them, values of masked columns included.
     if (st.kind === 'LISTEN') return refuse('mask.listen', 'LISTEN is not available to roles with masked columns: notification payloads are not checked');
   }
+  // A type named text in pg_temp would take over the `::text` casts allowed over masked values.
+  const shadow = role.masked.size && statements.some((st) => st.ddl || !st.readOnly) ? shadowsTextType(analysis.sql) : undefined;
+  if (shadow) return refuse('mask.shadow_type', `creating a type or relation named ${shadow} is not available to roles with masked columns: it would change what casts to ${shadow} do`);
   // Objects the catalog does not know (created in this session or transaction) may hide anything.
   if (access.unknownTables.length) return refuse('mask.unknown_relation', `${access.unknownTables.join(', ')} is not in the catalog the proxy checks masking against: not available to your role`);
   // A function body may read any table.
   if (userFunctions.length) return refuse('mask.user_function', `${userFunctions[0]}() is not a built-in function and may read masked columns: not available to your role`);
+  // So may a function a view calls, or an operator written in SQL or PL/pgSQL.
+  const userCode = access.statements.flatMap((sa) => sa.userCode ?? [])[0];
+  if (userCode) return refuse('mask.user_function', `${userCode} is user-defined code that may read masked columns: not available to your role`);
   if (role.masked.size === 0) return { kind: 'allow' };
 
   const maskedTables = new Set([...role.masked.keys()].map(tableOf));
@@ -129,73 +137,114 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     }
   }
 
-  // Inference: choosing, joining, grouping or ordering rows by a masked column answers questions
-  // about its value (WHERE ssn LIKE '1%').
+  // Inference: choosing, joining, grouping, ordering or deduplicating rows by a masked column
+  // answers questions about its value (WHERE ssn LIKE '1%'), at any depth: the lineage counts the
+  // outputs of a subquery compared in WHERE, DISTINCT, UNION without ALL, ORDER BY 2… as filters.
   const inferred = sa.filters.find((c) => role.masked.has(c));
-  if (inferred) return refuse('mask.inference', `${inferred} is masked for your role: it cannot be used to filter, join, group or order rows`);
+  if (inferred) return refuse('mask.inference', `${inferred} is masked for your role: it cannot be used to filter, join, group, order or deduplicate rows (WHERE, JOIN, GROUP BY, ORDER BY, DISTINCT, UNION/INTERSECT/EXCEPT, or a subquery compared in one of them)`);
   const writesMasked = sa.columnsWritten.length > 0 || st.flows.length > 0;
   if (writesMasked) return refuse('mask.copy_into', `statement copies or writes data derived from masked columns (${maskedRead.join(', ')})`);
   if (st.command?.type === 'copy') return refuse('mask.copy', `COPY of masked columns (${maskedRead.join(', ')}) is not available to your role: use SELECT`);
   if (st.command?.type === 'declare' || st.command?.type === 'fetch') return refuse('mask.cursor', 'cursors over masked columns are not available to your role: use SELECT');
   if (!sa.outputs) return refuse('mask.no_lineage', `cannot tell which outputs carry masked columns (${maskedRead.join(', ')})`);
-  // Subqueries, CTEs and set operations over masked columns can turn a masked value into a row
-  // count, an ordering or an error (a subquery's output compared in WHERE): not analysed deeply
-  // enough to allow, so refused.
-  if (st.scopes.length > 1) return refuse('mask.nested', `subqueries, CTEs and set operations over masked columns (${maskedRead.join(', ')}) are not available to your role: select the columns directly`);
-  const outputsMasked = sa.outputs.map((o) => o.sources.some((src) => role.masked.has(src)));
-  // A computed value over a masked column still runs upstream: its errors, timing and row counts
-  // would answer questions about the value. Only plain references are masked; the rest is refused.
-  const computed = sa.outputs.findIndex((o, i) => outputsMasked[i] && !(o.plain && o.sources.length === 1));
-  if (computed >= 0) return refuse('mask.computed', `output "${sa.outputs[computed]!.name}" computes over masked ${sa.outputs[computed]!.sources.filter((x) => role.masked.has(x)).join(', ')}: select the column itself (it comes back masked) or ask for access`);
-  const shape = rowShapeOf(analysis.sql);
-  if (shape.distinct && outputsMasked.some(Boolean)) return refuse('mask.inference', 'DISTINCT over masked columns tells which values are equal: not available to your role');
-  const byPosition = shape.positions.find((p) => outputsMasked[p - 1]);
-  if (byPosition !== undefined) return refuse('mask.inference', `ordering or grouping by output ${byPosition}, a masked column, answers questions about its values: not available to your role`);
+  // A value computed over a masked column runs upstream: only through the allow-list of
+  // built-ins that cannot fail, wait or compare depending on it (analyse.ts,
+  // REDACTABLE_FUNCTIONS); the output is then redacted. Anything else is refused.
+  const unsafe = sa.unsafe.find((u) => role.masked.has(u.column));
+  if (unsafe) {
+    const out = sa.outputs.find((o) => !o.plain && o.sources.includes(unsafe.column));
+    const where = out ? `output "${out.name}"` : 'the statement';
+    return refuse('mask.computed', `${where} computes over masked ${unsafe.column} with ${unsafe.why}, which could fail, wait or compare depending on the value: select the column itself (it comes back masked), compute with lower, upper, trim, ||, concat, coalesce, left/right/substr, length, md5, format, casts to text, min/max/count/string_agg/array_agg/json_agg (it comes back redacted), or ask for access`);
+  }
 
   const columns: (ColumnMask | undefined)[] = [];
   const maskedFields: Record<string, string> = {};
-  for (const out of sa.outputs) {
+  const note = (column: string, label: string): void => {
+    const had = maskedFields[column];
+    maskedFields[column] = had === undefined || had === label ? label : had.split('; ').includes(label) ? had : `${had}; ${label}`;
+  };
+  sa.outputs.forEach((out, i) => {
     const hits = out.sources.filter((s) => role.masked.has(s));
     if (!hits.length) {
       columns.push(undefined);
-      continue;
+      return;
     }
-    if (out.plain && out.sources.length === 1) {
-      const spec = role.masked.get(hits[0]!)!;
-      columns.push({ label: describeMask(spec), fn: maskFunction(spec, maskKey), source: hits[0]! });
-      maskedFields[hits[0]!] = describeMask(spec);
-    } else {
-      columns.push({ ...REDACT, source: hits.join(', ') });
-      for (const h of hits) maskedFields[h] ??= 'redacted';
+    // A plain reference (through aliases, subqueries, CTEs, UNION ALL, views) keeps its column's
+    // mask when every branch it may come from is masked, all with the same mask. A branch with no
+    // masked column, or different masks, gets the redaction: `hash` in particular must never be
+    // applied to a value the caller chose (`SELECT phone … UNION ALL SELECT '+1555…'`).
+    const spec = out.plain ? agreedMask(sa.outputBranches?.[i] ?? [out.sources], role) : undefined;
+    if (spec) {
+      const label = describeMask(spec);
+      columns.push({ label, fn: maskFunction(spec, maskKey), source: hits.join(', ') });
+      for (const h of hits) note(h, label);
+      return;
     }
-  }
+    columns.push({ ...REDACT, source: hits.join(', ') });
+    for (const h of hits) note(h, out.plain ? REDACTED_MIXED : REDACTED_COMPUTED);
+  });
   return { kind: 'allow', plan: { columns, maskedFields }, maskedFields };
 }
 
-/** DISTINCT, and ORDER BY / GROUP BY by output position, of the top-level SELECT. */
-function rowShapeOf(sql: string): { distinct: boolean; positions: number[] } {
-  const out = { distinct: false, positions: [] as number[] };
-  try {
-    const tree = parse(sql) as unknown as { stmts: { stmt: Record<string, unknown> }[] };
-    const sel = tree.stmts[0]?.stmt.SelectStmt as Record<string, unknown> | undefined;
-    if (!sel) return out;
-    out.distinct = Array.isArray(sel.distinctClause);
-    const position = (n: unknown): number | undefined => {
-      const c = (n as Record<string, Record<string, Record<string, number>>> | undefined)?.A_Const?.ival;
-      return c ? c.ival : undefined;
-    };
-    for (const sb of (sel.sortClause as Record<string, Record<string, unknown>>[] | undefined) ?? []) {
-      const p = position(sb.SortBy?.node);
-      if (p !== undefined) out.positions.push(p);
+/** How a redacted output is named in the audit record's masked_fields. */
+export const REDACTED_COMPUTED = 'redact (computed)';
+export const REDACTED_MIXED = 'redact (mixed sources)';
+
+/** The one mask every branch of a plain output agrees on, if they do. */
+function agreedMask(branches: readonly (readonly string[])[], role: EffectiveRole): MaskSpec | undefined {
+  let agreed: MaskSpec | undefined;
+  for (const branch of branches) {
+    const specs = branch.flatMap((s) => role.masked.get(s) ?? []);
+    if (!specs.length) return undefined;
+    for (const spec of specs) {
+      if (agreed && describeMask(agreed) !== describeMask(spec)) return undefined;
+      agreed ??= spec;
     }
-    for (const g of (sel.groupClause as unknown[] | undefined) ?? []) {
-      const p = position(g);
-      if (p !== undefined) out.positions.push(p);
-    }
-  } catch {
-    out.distinct = true; // unparseable here means refused above; be safe anyway
   }
-  return out;
+  return agreed;
+}
+
+/** Names a type a cast to text could resolve to instead of pg_catalog's (see castTarget in analyse.ts). */
+const SHADOWED_TYPES = new Set(['text', 'varchar', 'bpchar']);
+
+/**
+ * A statement that creates (or renames something to) a type or relation named like a text type: in
+ * pg_temp, which the shared catalog does not see, it would take over `::text` for this session and
+ * turn an allowed cast into a cast that can fail on a masked value.
+ */
+function shadowsTextType(sql: string): string | undefined {
+  let tree: unknown;
+  try {
+    tree = parse(sql);
+  } catch {
+    return undefined; // not parsed: refused elsewhere
+  }
+  let found: string | undefined;
+  const last = (list: unknown): string | undefined => {
+    if (!Array.isArray(list)) return undefined;
+    const v = (list[list.length - 1] as { String?: { sval?: string } } | undefined)?.String?.sval;
+    return typeof v === 'string' ? v : undefined;
+  };
+  const visit = (n: unknown): void => {
+    if (found || n === null || typeof n !== 'object') return;
+    if (Array.isArray(n)) {
+      for (const x of n) visit(x);
+      return;
+    }
+    const o = n as Record<string, unknown>;
+    const candidates = [
+      (o.CreateDomainStmt as Record<string, unknown> | undefined)?.domainname,
+      (o.CreateEnumStmt as Record<string, unknown> | undefined)?.typeName,
+      (o.CreateRangeStmt as Record<string, unknown> | undefined)?.typeName,
+      (o.DefineStmt as Record<string, unknown> | undefined)?.defnames,
+    ].map(last);
+    const relname = (o.RangeVar as Record<string, unknown> | undefined)?.relname ?? (typeof o.relname === 'string' ? o.relname : undefined);
+    const renamed = (o.RenameStmt as Record<string, unknown> | undefined)?.newname;
+    for (const c of [...candidates, relname, renamed]) if (typeof c === 'string' && SHADOWED_TYPES.has(c)) found = c;
+    for (const k in o) visit(o[k]);
+  };
+  visit(tree);
+  return found;
 }
 
 /** The mask for a column PostgreSQL reports in RowDescription (table OID, attnum), if any. */

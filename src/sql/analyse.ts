@@ -70,7 +70,40 @@ export interface ColumnRefInfo {
   /** In ORDER BY / GROUP BY / DISTINCT ON, where a bare name may name an output column. */
   readonly outputAlias: boolean;
   readonly location: number;
+  /**
+   * How the value reaches an output (or a written column) of its block, when it does: null when
+   * the reference is read to choose, join, group or order rows instead (WHERE, ON, GROUP BY…).
+   */
+  readonly via: ValuePath | null;
 }
+
+/**
+ * The way from a value to the output it ends up in, within one expression: what the database does
+ * to the value on the way. The proxy lets a masked value through a computation only when every
+ * step is on a short allow-list of built-ins that cannot fail, wait, compare or change the row
+ * count depending on the value (the output is then redacted); `unsafe` names the first step that
+ * is not.
+ */
+export interface ValuePath {
+  /** The first construct on the way that is not on the allow-list ('a cast to integer', 'function reverse()'), or null. */
+  readonly unsafe: string | null;
+  /** Something (a function, operator, cast, CASE, subquery…) lies between the value and the output. */
+  readonly computed: boolean;
+  /**
+   * Allowed steps that are only safe while they resolve to the built-in: names a user-defined
+   * object could take over ('operator ||', 'type text'). Checked against the catalog.
+   */
+  readonly shadowable: readonly string[];
+}
+
+/**
+ * Where the rows of a block go. rows: read through references from the enclosing query (FROM
+ * item, CTE body, set-operation branch, statement result, DML source, EXISTS) — each reference is
+ * judged where it is; value: a scalar or ARRAY subquery inside an expression of the enclosing
+ * block (`parent`), its output continuing along `path`; test: a subquery whose output is compared
+ * to choose rows (WHERE, ON, HAVING, LIMIT, IN/ANY/ALL…).
+ */
+export type ScopeUse = { readonly kind: 'rows' } | { readonly kind: 'value'; readonly path: ValuePath } | { readonly kind: 'test' };
 
 export interface FunctionRef {
   readonly schema: string | null;
@@ -85,6 +118,8 @@ export interface CteDef {
   readonly columnAliases: readonly string[] | null;
   /** Declared in WITH RECURSIVE (the body may reference itself). */
   readonly recursive: boolean;
+  /** Has a SEARCH or CYCLE clause: rows are ordered or compared by (some of) its columns. */
+  readonly searchOrCycle: boolean;
 }
 
 export type FromItem =
@@ -134,6 +169,12 @@ export interface QueryScope {
   readonly setOp: { readonly op: 'UNION' | 'INTERSECT' | 'EXCEPT'; readonly all: boolean; readonly left: number; readonly right: number } | null;
   /** An EXISTS subquery: its select list is never evaluated. */
   readonly existsOnly: boolean;
+  /** Where this block's rows go (see ScopeUse). */
+  readonly use: ScopeUse;
+  /** SELECT DISTINCT (without ON): rows are compared on every output column. */
+  readonly distinct: boolean;
+  /** Output positions (1-based) named by number in ORDER BY, GROUP BY or DISTINCT ON. */
+  readonly positions: readonly number[];
 }
 
 /** Columns of a relation read or written as a whole (INSERT/UPDATE targets, COPY, DELETE, TRUNCATE). */
@@ -259,6 +300,8 @@ export interface StatementInfo {
   readonly columns: readonly ColumnRefInfo[];
   readonly ctes: readonly CteDef[];
   readonly functions: readonly FunctionRef[];
+  /** Operator names used in expressions ('=', '||', '~~' for LIKE…), each once, schema-qualified as written ('pg_catalog.||'). */
+  readonly operators: readonly string[];
   readonly scopes: readonly QueryScope[];
   /** Block whose outputs are the rows this statement returns (SELECT, RETURNING, COPY (query), DECLARE, EXPLAIN's inner), or null. */
   readonly root: number | null;
@@ -469,11 +512,22 @@ interface MutableScope {
   ctes: number[];
   setOp: QueryScope['setOp'];
   existsOnly: boolean;
+  use: ScopeUse;
+  distinct: boolean;
+  positions: number[];
 }
 
 interface Sink {
   refs: number[];
   scopes: number[];
+  /** How a value found at this point reaches the output. */
+  path: ValuePath;
+}
+
+const DIRECT: ValuePath = Object.freeze({ unsafe: null, computed: false, shadowable: Object.freeze([]) as readonly string[] });
+
+function newSink(): Sink {
+  return { refs: [], scopes: [], path: DIRECT };
 }
 
 type CteEnv = { readonly name: string; readonly cte: number; readonly next: CteEnv } | null;
@@ -491,6 +545,7 @@ class StatementBuilder {
   private readonly scopes: MutableScope[] = [];
   private readonly ctes: CteDef[] = [];
   private readonly functions: FunctionRef[] = [];
+  private readonly operators = new Set<string>();
   private readonly columnAccess: ColumnAccess[] = [];
   private readonly flows: DataFlow[] = [];
   private readonly sessionState: SessionState[] = [];
@@ -525,6 +580,7 @@ class StatementBuilder {
       columns: this.columns,
       ctes: this.ctes,
       functions: this.functions,
+      operators: [...this.operators],
       scopes: this.scopes,
       root: this.root,
       columnAccess: this.columnAccess,
@@ -589,7 +645,7 @@ class StatementBuilder {
   // --- scopes, refs, relations ---
 
   private newScope(kind: ScopeKind, parent: number | null): MutableScope {
-    const s: MutableScope = { id: this.scopes.length, kind, parent, end: -1, from: [], outputs: [], ctes: [], setOp: null, existsOnly: false };
+    const s: MutableScope = { id: this.scopes.length, kind, parent, end: -1, from: [], outputs: [], ctes: [], setOp: null, existsOnly: false, use: ROWS, distinct: false, positions: [] };
     this.scopes.push(s);
     return s;
   }
@@ -652,7 +708,7 @@ class StatementBuilder {
     }
   }
 
-  private columnRef(cr: ColumnRef, scope: number, sink: Sink | null, outputAlias: boolean, selectListEntry: boolean): number {
+  private columnRef(cr: ColumnRef, scope: number, sink: Sink | null, outputAlias: boolean, selectListEntry: boolean, via: ValuePath | null = sink?.path ?? null): number {
     const parts: string[] = [];
     let star = false;
     for (const f of cr.fields ?? []) {
@@ -665,7 +721,7 @@ class StatementBuilder {
     let form: ColumnRefForm = 'column';
     if (star) form = selectListEntry ? 'star' : 'row';
     else if (qualifier.length === 0 && this.isRangeName(scope, name)) form = 'row';
-    this.columns.push({ qualifier, name, form, scope, outputAlias, location: this.loc(cr.location) });
+    this.columns.push({ qualifier, name, form, scope, outputAlias, location: this.loc(cr.location), via });
     const idx = this.columns.length - 1;
     sink?.refs.push(idx);
     return idx;
@@ -890,7 +946,7 @@ class StatementBuilder {
       const cte = as(c, 'CommonTableExpr');
       if (!cte) continue;
       const name = cte.ctename ?? '';
-      this.ctes.push({ name, scope: -1, columnAliases: cte.aliascolnames ? names(cte.aliascolnames) : null, recursive });
+      this.ctes.push({ name, scope: -1, columnAliases: cte.aliascolnames ? names(cte.aliascolnames) : null, recursive, searchOrCycle: cte.search_clause !== undefined || cte.cycle_clause !== undefined });
       const idx = this.ctes.length - 1;
       s.ctes.push(idx);
       defs.push({ name, cte: idx, query: cte.ctequery });
@@ -919,6 +975,7 @@ class StatementBuilder {
       const right = sel.rarg ? this.select(sel.rarg, parent, env) : this.close(this.newScope('utility', parent));
       const op = sel.op === 'SETOP_UNION' ? 'UNION' : sel.op === 'SETOP_INTERSECT' ? 'INTERSECT' : 'EXCEPT';
       s.setOp = { op, all: sel.all === true, left, right };
+      s.positions = outputPositions(sel.sortClause);
       this.exprs(sel.sortClause, s.id, env, null, true);
       this.expr(sel.limitCount, s.id, env, null);
       this.expr(sel.limitOffset, s.id, env, null);
@@ -933,13 +990,14 @@ class StatementBuilder {
         items.forEach((item, i) => {
           let sink = sinks[i];
           if (!sink) {
-            sink = { refs: [], scopes: [] };
+            sink = newSink();
             sinks[i] = sink;
           }
           this.expr(item, s.id, env, sink);
         });
       }
       s.outputs = sinks.map((k, i) => ({ name: `column${i + 1}`, star: null, refs: k.refs, scopes: k.scopes, plain: false, composite: false }));
+      s.positions = outputPositions(sel.sortClause);
       this.exprs(sel.sortClause, s.id, env, null, true);
       this.expr(sel.limitCount, s.id, env, null);
       this.expr(sel.limitOffset, s.id, env, null);
@@ -956,6 +1014,9 @@ class StatementBuilder {
       if (rel.relpersistence === 't' && sel.intoClause.onCommit !== 'ONCOMMIT_DROP') this.tempObject('table', rel.relname);
     }
     s.outputs = this.targetList(sel.targetList, s.id, env);
+    // SELECT DISTINCT has a list with one empty node; DISTINCT ON lists its expressions.
+    s.distinct = Array.isArray(sel.distinctClause) && sel.distinctClause.some((d) => tagOf(d) === undefined);
+    s.positions = [...outputPositions(sel.sortClause), ...outputPositions(sel.groupClause), ...outputPositions(sel.distinctClause)];
     this.expr(sel.whereClause, s.id, env, null);
     this.exprs(sel.groupClause, s.id, env, null, true);
     this.expr(sel.havingClause, s.id, env, null);
@@ -984,12 +1045,12 @@ class StatementBuilder {
     if (cr) {
       const last = cr.fields?.[cr.fields.length - 1];
       if (tagOf(last) === 'A_Star') {
-        const ref = this.columnRef(cr, scope, null, false, true);
+        const ref = this.columnRef(cr, scope, null, false, true, DIRECT);
         const info = this.columns[ref];
         return { name: null, star: { qualifier: info?.qualifier ?? [], ref }, refs: [ref], scopes: [], plain: true, composite: false };
       }
     }
-    const sink: Sink = { refs: [], scopes: [] };
+    const sink = newSink();
     this.expr(val, scope, env, sink);
     const ind = as(val, 'A_Indirection');
     const last = ind?.indirection?.[ind.indirection.length - 1];
@@ -1034,8 +1095,8 @@ class StatementBuilder {
     return this.close(s);
   }
 
-  private syntheticRef(qualifier: string[], name: string, scope: number): number {
-    this.columns.push({ qualifier, name, form: 'column', scope, outputAlias: false, location: -1 });
+  private syntheticRef(qualifier: string[], name: string, scope: number, via: ValuePath | null = null): number {
+    this.columns.push({ qualifier, name, form: 'column', scope, outputAlias: false, location: -1, via });
     return this.columns.length - 1;
   }
 
@@ -1048,7 +1109,7 @@ class StatementBuilder {
       const col = rt.name ?? '';
       written.push(col);
       this.exprs(rt.indirection, scope, env, null);
-      const sink: Sink = { refs: [], scopes: [] };
+      const sink = newSink();
       this.expr(rt.val, scope, env, sink);
       this.flows.push({ relation: rel, columns: [col], source: { refs: sink.refs, scopes: sink.scopes } });
     }
@@ -1107,7 +1168,7 @@ class StatementBuilder {
       else if (wc.commandType === 'CMD_INSERT') {
         const cols = wc.targetList?.length ? wc.targetList.map((t) => as(t, 'ResTarget')?.name ?? '') : null;
         this.columnAccess.push({ relation: rel, columns: cols, access: 'write' });
-        const sink: Sink = { refs: [], scopes: [] };
+        const sink = newSink();
         this.exprs(wc.values, s.id, env, sink);
         this.flows.push({ relation: rel, columns: cols, source: { refs: sink.refs, scopes: sink.scopes } });
       } else if (wc.commandType === 'CMD_DELETE') this.columnAccess.push({ relation: rel, columns: null, access: 'write' });
@@ -1133,11 +1194,11 @@ class StatementBuilder {
     if (!c.is_from) {
       // COPY table TO: the copied columns are the result; model them as the block's outputs.
       if (cols) s.outputs = cols.map((col) => {
-        const ref = this.syntheticRef([], col, s.id);
+        const ref = this.syntheticRef([], col, s.id, DIRECT);
         return { name: col, star: null, refs: [ref], scopes: [], plain: true, composite: false };
       });
       else {
-        const ref = this.columns.push({ qualifier: [], name: '*', form: 'star', scope: s.id, outputAlias: false, location: -1 }) - 1;
+        const ref = this.columns.push({ qualifier: [], name: '*', form: 'star', scope: s.id, outputAlias: false, location: -1, via: DIRECT }) - 1;
         s.outputs = [{ name: null, star: { qualifier: [], ref }, refs: [ref], scopes: [], plain: true, composite: false }];
       }
     }
@@ -1274,6 +1335,23 @@ class StatementBuilder {
     for (const n of list) this.expr(n, scope, env, sink, outputAlias);
   }
 
+  /**
+   * A sink for the values found one step further down: the same refs and blocks, with the step
+   * added to the path. `unsafe` names the step when it is not on the allow-list (null when it is);
+   * `shadowable` names what must still be the built-in for the step to be safe.
+   */
+  private through(sink: Sink | null, unsafe: string | null, shadowable?: string): Sink | null {
+    if (!sink) return null;
+    const p = sink.path;
+    if (p.computed && (p.unsafe !== null || unsafe === null) && !shadowable) return sink;
+    const path: ValuePath = {
+      unsafe: p.unsafe ?? unsafe,
+      computed: true,
+      shadowable: shadowable && !p.shadowable.includes(shadowable) ? [...p.shadowable, shadowable] : p.shadowable,
+    };
+    return { refs: sink.refs, scopes: sink.scopes, path };
+  }
+
   /** Walks an expression: records column refs, functions and subquery blocks; unknown nodes are walked generically. */
   private expr(n: unknown, scope: number, env: CteEnv, sink: Sink | null, outputAlias = false): void {
     if (n === undefined || n === null || typeof n !== 'object') return;
@@ -1303,16 +1381,28 @@ class StatementBuilder {
         return;
       case 'SortBy': {
         const sb = payload(node, 'SortBy');
-        this.expr(sb.node, scope, env, sink, outputAlias);
+        const useOp = names(sb.useOp);
+        if (useOp.length) this.operators.add(useOp.join('.'));
+        this.expr(sb.node, scope, env, this.through(sink, 'ORDER BY'), outputAlias);
         return;
       }
       case 'SubLink': {
         const sl = payload(node, 'SubLink');
-        this.expr(sl.testexpr, scope, env, sink);
+        const type = sl.subLinkType ?? 'EXPR_SUBLINK';
+        const opName = names(sl.operName);
+        if (opName.length) this.operators.add(opName.join('.'));
+        const value = type === 'EXPR_SUBLINK' || type === 'ARRAY_SUBLINK';
+        this.expr(sl.testexpr, scope, env, this.through(sink, `a comparison with a subquery (${SUBLINK_LABELS[type] ?? type})`));
         if (sl.subselect) {
           const id = this.query(sl.subselect, scope, env);
-          if (sl.subLinkType === 'EXISTS_SUBLINK') this.scope(id).existsOnly = true;
-          else sink?.scopes.push(id);
+          const s = this.scope(id);
+          if (type === 'EXISTS_SUBLINK') s.existsOnly = true;
+          else {
+            sink?.scopes.push(id);
+            // Only a scalar or ARRAY subquery passes its value on; the others compare it.
+            const on = value ? this.through(sink, null) : null;
+            s.use = on ? { kind: 'value', path: on.path } : { kind: 'test' };
+          }
         }
         return;
       }
@@ -1321,7 +1411,52 @@ class StatementBuilder {
         return;
       case 'TypeCast': {
         const tc = payload(node, 'TypeCast');
-        this.expr(tc.arg, scope, env, sink, outputAlias);
+        const target = castTarget(tc.typeName);
+        this.expr(tc.arg, scope, env, this.through(sink, target.unsafe, target.shadowable), outputAlias);
+        return;
+      }
+      case 'CollateClause':
+        this.expr(payload(node, 'CollateClause').arg, scope, env, this.through(sink, null), outputAlias);
+        return;
+      case 'A_Expr': {
+        const e = payload(node, 'A_Expr');
+        const op = names(e.name);
+        const opName = op[op.length - 1] ?? '';
+        if (op.length) this.operators.add(op.join('.'));
+        const concat = e.kind === 'AEXPR_OP' && opName === '||' && (op.length === 1 || (op.length === 2 && op[0] === 'pg_catalog'));
+        const next = concat ? this.through(sink, null, 'operator ||') : this.through(sink, aExprLabel(e.kind, op));
+        this.expr(e.lexpr, scope, env, next);
+        this.expr(e.rexpr, scope, env, next);
+        return;
+      }
+      case 'CoalesceExpr':
+        this.exprs(payload(node, 'CoalesceExpr').args, scope, env, this.through(sink, null));
+        return;
+      case 'RowExpr':
+        this.exprs(payload(node, 'RowExpr').args, scope, env, this.through(sink, null));
+        return;
+      case 'CaseExpr': {
+        const c = payload(node, 'CaseExpr');
+        // Which branch is taken must not depend on a masked value: operand and conditions are
+        // not on the allow-list; results are.
+        this.expr(c.arg, scope, env, this.through(sink, 'a CASE operand'));
+        for (const w of c.args ?? []) {
+          const cw = as(w, 'CaseWhen');
+          if (!cw) {
+            this.expr(w, scope, env, this.through(sink, 'CASE'));
+            continue;
+          }
+          this.expr(cw.expr, scope, env, this.through(sink, 'a CASE WHEN condition'));
+          this.expr(cw.result, scope, env, this.through(sink, null));
+        }
+        this.expr(c.defresult, scope, env, this.through(sink, null));
+        return;
+      }
+      case 'A_Indirection': {
+        const ind = payload(node, 'A_Indirection');
+        const fieldsOnly = (ind.indirection ?? []).every((x) => tagOf(x) === 'String');
+        this.expr(ind.arg, scope, env, this.through(sink, fieldsOnly ? null : 'a subscript or (…).* expansion'));
+        this.exprs(ind.indirection, scope, env, this.through(sink, 'a subscript'));
         return;
       }
       case 'RangeVar': {
@@ -1329,20 +1464,38 @@ class StatementBuilder {
         this.addRelation(payload(node, 'RangeVar'), 'read', null);
         return;
       }
+      case 'List':
+        this.exprs(payload(node, 'List').items, scope, env, sink, outputAlias);
+        return;
       default:
         if (QUERY_TAGS.has(tag)) {
           const id = this.query(node, scope, env);
           sink?.scopes.push(id);
+          const on = this.through(sink, 'a nested statement');
+          this.scope(id).use = on ? { kind: 'value', path: on.path } : { kind: 'test' };
           return;
         }
-        this.expr(payload(node, tag), scope, env, sink, outputAlias);
+        this.expr(payload(node, tag), scope, env, this.through(sink, NODE_LABELS[tag] ?? tag), outputAlias);
     }
   }
 
   private funcCall(fc: FuncCall, scope: number, env: CteEnv, sink: Sink | null): void {
     this.addFunction(fc.funcname, fc.location, fc.args);
-    this.exprs(fc.args, scope, env, sink);
-    this.exprs(fc.agg_order, scope, env, sink);
+    const parts = names(fc.funcname);
+    const fname = parts[parts.length - 1] ?? '';
+    const builtin = parts.length === 1 || (parts.length === 2 && parts[0] === 'pg_catalog');
+    const spec = builtin ? REDACTABLE_FUNCTIONS.get(fname) : undefined;
+    let all: string | null = null;
+    if (!spec) all = `function ${parts.join('.')}()`;
+    else if (fc.agg_distinct) all = `DISTINCT inside ${fname}()`;
+    else if (fc.func_variadic) all = `VARIADIC in ${fname}()`;
+    else if (fc.agg_within_group) all = `${fname}() WITHIN GROUP`;
+    else all = spec.check?.(fc.args ?? []) ?? null;
+    (fc.args ?? []).forEach((a, i) => {
+      const data = spec !== undefined && (spec.data === 'all' ? i >= (spec.from ?? 0) : spec.data.includes(i));
+      this.expr(a, scope, env, this.through(sink, all ?? (data ? null : `argument ${i + 1} of ${fname}()`)));
+    });
+    this.exprs(fc.agg_order, scope, env, this.through(sink, `ORDER BY inside ${fname}()`));
     this.expr(fc.agg_filter, scope, env, null);
     if (fc.over) {
       this.exprs(fc.over.partitionClause, scope, env, null);
@@ -1438,6 +1591,166 @@ class StatementBuilder {
         this.utilityWalk(payload(node, tag), s);
     }
   }
+}
+
+const ROWS: ScopeUse = Object.freeze({ kind: 'rows' });
+
+// ---------------------------------------------------------------------------------------------
+// The redaction allow-list: what a masked value may go through on its way to an output that is
+// then redacted. Each entry is a built-in that cannot raise an error, wait or change the number
+// of rows depending on the value it is given in a data position, and whose result is NULL only
+// when its inputs are (so NULL-ness, which masks already show, is all it tells). Other arguments
+// ("clean" positions: lengths, offsets, format strings) must not carry a masked value: a length
+// computed from one could fail (`substr(x, 1, length(ssn) - 11)`).
+// ---------------------------------------------------------------------------------------------
+
+interface RedactableFunction {
+  /** Argument positions (0-based) that may carry a masked value; 'all': every one from `from`. */
+  readonly data: 'all' | readonly number[];
+  readonly from?: number;
+  /** A reason the whole call is not allowed (it would pick another overload), or null. */
+  readonly check?: (args: readonly Node[]) => string | null;
+}
+
+function integerConstant(n: Node | undefined): boolean {
+  return as(n, 'A_Const')?.ival !== undefined;
+}
+
+export const REDACTABLE_FUNCTIONS: ReadonlyMap<string, RedactableFunction> = new Map<string, RedactableFunction>([
+  ['lower', { data: [0] }],
+  ['upper', { data: [0] }],
+  ['initcap', { data: [0] }],
+  ['btrim', { data: 'all' }],
+  ['ltrim', { data: 'all' }],
+  ['rtrim', { data: 'all' }],
+  ['concat', { data: 'all' }],
+  ['concat_ws', { data: 'all' }],
+  ['left', { data: [0] }],
+  ['right', { data: [0] }],
+  ['substr', { data: [0] }],
+  // substring(x, 'pattern') is a regular expression (its time depends on the value): only the
+  // integer forms, substring(x FROM 2 FOR 3).
+  ['substring', { data: [0], check: (args) => (args.slice(1).every(integerConstant) ? null : 'substring() with a pattern or non-constant bounds') }],
+  ['length', { data: [0] }],
+  ['char_length', { data: [0] }],
+  ['character_length', { data: [0] }],
+  ['octet_length', { data: [0] }],
+  ['bit_length', { data: [0] }],
+  ['md5', { data: [0] }],
+  // format(): the format string must be a constant without `*` (a width taken from an argument).
+  ['format', { data: 'all', from: 1, check: (args) => (/^[^*]*$/.test(as(args[0], 'A_Const')?.sval?.sval ?? '*') ? null : 'format() with a format string that is not a constant without *') }],
+  ['to_json', { data: [0] }],
+  ['row_to_json', { data: [0] }],
+  // Aggregates and window functions (their FILTER, ORDER BY, PARTITION BY and frames choose rows:
+  // masked columns there are refused as filters).
+  ['count', { data: 'all' }],
+  ['min', { data: 'all' }],
+  ['max', { data: 'all' }],
+  ['string_agg', { data: 'all' }],
+  ['array_agg', { data: 'all' }],
+  ['json_agg', { data: 'all' }],
+  ['first_value', { data: [0] }],
+  ['last_value', { data: [0] }],
+  ['nth_value', { data: [0] }],
+  ['lag', { data: [0, 2] }],
+  ['lead', { data: [0, 2] }],
+]);
+
+/** The SQL spelling of internal type names, for messages. */
+const SQL_TYPE_NAMES: Record<string, string> = {
+  int2: 'smallint', int4: 'integer', int8: 'bigint', float4: 'real', float8: 'double precision', bool: 'boolean', bpchar: 'character',
+  varchar: 'character varying', timestamptz: 'timestamp with time zone', timetz: 'time with time zone',
+};
+
+/** Cast targets a masked value may be cast to: text types, whose input never fails and whose explicit casts truncate instead of failing. */
+const REDACTABLE_CASTS = new Set(['text', 'varchar', 'bpchar']);
+
+function castTarget(tn: { names?: Node[]; arrayBounds?: Node[]; setof?: boolean; pct_type?: boolean } | undefined): { unsafe: string | null; shadowable?: string } {
+  const parts = names(tn?.names);
+  const shown = parts.filter((p) => p !== 'pg_catalog').map((p) => SQL_TYPE_NAMES[p] ?? p);
+  const label = `a cast to ${shown.join('.') || '?'}${tn?.arrayBounds?.length ? '[]' : ''}`;
+  if (!tn || tn.arrayBounds?.length || tn.setof || tn.pct_type) return { unsafe: label };
+  const name = parts[parts.length - 1] ?? '';
+  if (!REDACTABLE_CASTS.has(name)) return { unsafe: label };
+  if (parts.length === 2 && parts[0] === 'pg_catalog') return { unsafe: null };
+  // An unqualified name: a type of that name earlier in the search path would be used instead.
+  if (parts.length === 1) return { unsafe: null, shadowable: `type ${name}` };
+  return { unsafe: label };
+}
+
+const SUBLINK_LABELS: Record<string, string> = {
+  ANY_SUBLINK: 'IN / ANY',
+  ALL_SUBLINK: 'ALL',
+  ROWCOMPARE_SUBLINK: 'row comparison',
+  MULTIEXPR_SUBLINK: 'multiple assignment',
+  CTE_SUBLINK: 'CTE',
+  EXISTS_SUBLINK: 'EXISTS',
+};
+
+function aExprLabel(kind: string | undefined, op: readonly string[]): string {
+  const name = op.join('.');
+  switch (kind) {
+    case 'AEXPR_OP':
+      return `operator ${name}`;
+    case 'AEXPR_OP_ANY':
+      return `${name} ANY`;
+    case 'AEXPR_OP_ALL':
+      return `${name} ALL`;
+    case 'AEXPR_DISTINCT':
+      return 'IS DISTINCT FROM';
+    case 'AEXPR_NOT_DISTINCT':
+      return 'IS NOT DISTINCT FROM';
+    case 'AEXPR_NULLIF':
+      return 'NULLIF';
+    case 'AEXPR_IN':
+      return 'IN';
+    case 'AEXPR_LIKE':
+      return 'LIKE';
+    case 'AEXPR_ILIKE':
+      return 'ILIKE';
+    case 'AEXPR_SIMILAR':
+      return 'SIMILAR TO';
+    default:
+      return kind?.startsWith('AEXPR_BETWEEN') || kind?.startsWith('AEXPR_NOT_BETWEEN') ? 'BETWEEN' : `operator ${name || kind || '?'}`;
+  }
+}
+
+const NODE_LABELS: Partial<Record<NodeTag, string>> = {
+  BoolExpr: 'AND / OR / NOT',
+  NullTest: 'IS NULL',
+  BooleanTest: 'IS TRUE / IS FALSE',
+  A_ArrayExpr: 'an array constructor',
+  MinMaxExpr: 'GREATEST / LEAST',
+  XmlExpr: 'an XML function',
+  XmlSerialize: 'XMLSERIALIZE',
+  NamedArgExpr: 'a named argument',
+  GroupingFunc: 'GROUPING()',
+  CaseWhen: 'CASE',
+  A_Indices: 'a subscript',
+  SQLValueFunction: 'a SQL value function',
+};
+
+/** Integer constants in ORDER BY / GROUP BY (grouping sets included) / DISTINCT ON: PostgreSQL reads them as output positions. */
+function outputPositions(list: readonly Node[] | undefined): number[] {
+  const out: number[] = [];
+  const visit = (n: unknown): void => {
+    if (n === null || typeof n !== 'object') return;
+    if (Array.isArray(n)) {
+      for (const x of n) visit(x);
+      return;
+    }
+    const c = as(n, 'A_Const');
+    if (c) {
+      if (c.ival !== undefined) out.push(c.ival.ival ?? 0);
+      return;
+    }
+    const sb = as(n, 'SortBy');
+    if (sb) return visit(sb.node);
+    const gs = as(n, 'GroupingSet');
+    if (gs) return visit(gs.content);
+  };
+  visit(list);
+  return out;
 }
 
 /** Top-level fields of a utility statement that name the objects it acts on. */

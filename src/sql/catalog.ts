@@ -83,6 +83,14 @@ export class CatalogSnapshot {
     readonly loadSearchPath: readonly string[],
     schemas: Iterable<string>,
     relations: readonly CatalogRelation[],
+    /**
+     * Names of objects defined outside pg_catalog and information_schema, as the proxy needs them:
+     * 'function f' for every function (a view that calls one may read anything); 'operator ||' for
+     * every operator (an extension's `text || ltree` would take `||` over, and parse the value);
+     * 'user operator ###' for operators implemented in SQL, PL/pgSQL… (code that may run queries);
+     * 'type text' for types named like the text types (they would take over an unqualified `::text`).
+     */
+    readonly shadows: ReadonlySet<string> = new Set(),
   ) {
     this.uid = ++snapshotUid;
     this.schemas = new Set(schemas);
@@ -202,7 +210,21 @@ SELECT current_user::text AS current_user,
                ) ORDER BY c.oid), '[]')::text
           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p')
-           AND ((n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast%') OR n.oid = pg_my_temp_schema())) AS relations`;
+           AND ((n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast%') OR n.oid = pg_my_temp_schema())) AS relations,
+       (SELECT coalesce(json_agg(DISTINCT s.x), '[]')::text FROM (
+          SELECT CASE WHEN l.lanname IN ('c', 'internal') THEN 'operator ' ELSE 'user operator ' END || o.oprname AS x
+            FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+            JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_language l ON l.oid = p.prolang
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          UNION ALL
+          SELECT 'operator ' || o.oprname FROM pg_operator o JOIN pg_namespace n ON n.oid = o.oprnamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          UNION ALL
+          SELECT 'function ' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+          UNION ALL
+          SELECT 'type ' || t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+           WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typname IN ('text', 'varchar', 'bpchar')) s) AS shadows`;
 
 interface CatalogRow {
   current_user: string;
@@ -210,6 +232,8 @@ interface CatalogRow {
   temp_schema: string | null;
   schemas: string;
   relations: string;
+  /** JSON array of names (see CatalogSnapshot.shadows); absent from rows of older queries. */
+  shadows?: string | null;
 }
 
 function isCatalogRow(r: unknown): r is CatalogRow {
@@ -264,7 +288,9 @@ export function snapshotFromRow(row: unknown, generation: number, loadedAt: numb
       }),
     );
   }
-  return new CatalogSnapshot(generation, loadedAt, row.current_user, tempSchema, searchPath, schemas, rels);
+  // Missing: assume `||` and `::text` are taken over (fail closed: no `||` or `::text` over masked values).
+  const shadows = typeof row.shadows === 'string' ? (JSON.parse(row.shadows) as unknown[]).map(asString) : ['operator ||', 'type text'];
+  return new CatalogSnapshot(generation, loadedAt, row.current_user, tempSchema, searchPath, schemas, rels, new Set(shadows));
 }
 
 export interface CatalogOptions {

@@ -6,7 +6,7 @@
 //
 // Sources are reported as closures: a view column lists itself and every column (of views and
 // base tables, recursively) its value comes from.
-import type { Analysis, AnalysisOk, StatementInfo, FromItem, QueryScope, ColumnRefInfo } from './analyse.ts';
+import type { Analysis, AnalysisOk, StatementInfo, FromItem, QueryScope, ColumnRefInfo, ValuePath } from './analyse.ts';
 import { analyse, parseSearchPath } from './analyse.ts';
 import { Catalog, CatalogSnapshot, DEFAULT_SEARCH_PATH } from './catalog.ts';
 import type { CatalogRelation, EffectivePath } from './catalog.ts';
@@ -39,6 +39,25 @@ export interface StatementAccess {
   readonly outputs: readonly OutputLineage[] | null;
   /** Values copied into table columns (INSERT … SELECT/VALUES, UPDATE SET, MERGE, CREATE TABLE AS / SELECT INTO). */
   readonly flows: readonly ColumnFlow[];
+  /**
+   * Columns whose values go through something off the redaction allow-list on their way to an
+   * output (a cast to integer, reverse(), a CASE condition…), or through any computation while
+   * not of a built-in scalar type: such a value would be computed upstream in a way that can fail,
+   * wait or compare depending on it. Sorted by column; `why` names the first such step.
+   */
+  readonly unsafe: readonly { readonly column: string; readonly why: string }[];
+  /**
+   * Per output (parallel to `outputs`): the columns each branch of a plain output comes from — one
+   * branch per set-operation branch (or merged column), each the closure of one stored column.
+   * For outputs that are not plain, one branch with all the sources. null when `outputs` is.
+   */
+  readonly outputBranches: readonly (readonly (readonly string[])[])[] | null;
+  /**
+   * User-defined code the statement runs: functions defined outside pg_catalog (by name, as the
+   * proxy's own check), operators implemented outside C (SQL, PL/pgSQL…), and the same called by
+   * the views it reads, recursively. Such code may read any table, masked columns included.
+   */
+  readonly userCode: readonly string[];
 }
 
 export interface ColumnFlow {
@@ -71,6 +90,10 @@ export interface ViewLineage {
   readonly plainColumns: ReadonlySet<string>;
   /** false when the definition could not be analysed and pg_depend was used: every column then depends on everything the view reads. */
   readonly exact: boolean;
+  /** Columns the definition computes over in ways off the redaction allow-list (see StatementAccess.unsafe), with why. */
+  readonly unsafe: ReadonlyMap<string, string>;
+  /** User-defined functions and operators the definition calls (recursively through views), see StatementAccess.userCode. */
+  readonly userCode: readonly string[];
 }
 
 const EMPTY: readonly string[] = Object.freeze([]);
@@ -139,10 +162,13 @@ function computeAccess(analysis: AnalysisOk, snap: CatalogSnapshot, path: Effect
   for (const st of analysis.statements) {
     const r = new StatementResolver(st, snap, memo, path);
     let outputs: OutputLineage[] | null;
+    let outputBranches: (readonly (readonly string[])[])[] | null;
     let flows: ColumnFlow[];
     try {
       r.run();
-      outputs = st.root !== null ? r.outputs(st.root).map((o) => Object.freeze({ name: o.name, sources: sorted(o.src), plain: o.plain })) : null;
+      const outs = st.root !== null ? r.outputs(st.root) : null;
+      outputs = outs ? outs.map((o) => Object.freeze({ name: o.name, sources: sorted(o.src), plain: o.plain })) : null;
+      outputBranches = outs ? outs.map((o) => Object.freeze(o.plain ? branchesOf(o).map((b) => sorted(b)) : [sorted(o.src)])) : null;
       flows = r.flows();
     } catch (err) {
       // An analyser bug must not pass as "reads nothing": the caller refuses the statement.
@@ -159,6 +185,9 @@ function computeAccess(analysis: AnalysisOk, snap: CatalogSnapshot, path: Effect
       filters: sorted(r.filters),
       outputs: outputs ? Object.freeze(outputs) : null,
       flows: Object.freeze(flows),
+      unsafe: Object.freeze([...r.unsafe].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([column, why]) => Object.freeze({ column, why }))),
+      outputBranches: outputBranches ? Object.freeze(outputBranches) : null,
+      userCode: sorted(r.userCode),
     });
     statements.push(sa);
     for (const t of sa.tables) all.tables.add(t);
@@ -284,7 +313,8 @@ function parsedLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation):
     const out = outs[i];
     const src = out?.src ?? new Set<string>();
     columns.set(c.name, Object.freeze([...src].sort()));
-    if (out?.plain) plainColumns.add(c.name);
+    // A column that is a set operation over several stored columns is not one stored value.
+    if (out?.plain && branchesOf(out).length <= 1) plainColumns.add(c.name);
     for (const s of src) covered.add(s);
   });
   const filters = new Set(r.filters);
@@ -293,7 +323,15 @@ function parsedLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation):
   for (const s of dependColumns(snap, memo, rel)) if (!covered.has(s)) filters.add(s);
   const tables = new Set(r.tables);
   for (const t of dependTables(snap, memo, rel)) tables.add(t);
-  return Object.freeze({ columns, plainColumns, filters: sorted(filters), tables: sorted(tables), exact: true });
+  const name = snap.qualifiedName(rel);
+  const userCode = [...r.userCode].map((u) => (u.endsWith(')') && u.includes(' (in view ') ? u : `${u} (in view ${name})`));
+  return Object.freeze({ columns, plainColumns, filters: sorted(filters), tables: sorted(tables), exact: true, unsafe: new Map(r.unsafe), userCode: sorted(userCode) });
+}
+
+/** A function that is not pg_catalog's: schema-qualified elsewhere, or a name some schema outside pg_catalog defines. */
+function isUserFunction(snap: CatalogSnapshot, schema: string | null, name: string): boolean {
+  if (schema !== null) return schema !== 'pg_catalog';
+  return snap.shadows.has(`function ${name}`);
 }
 
 function dependColumns(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation): Set<string> {
@@ -324,7 +362,9 @@ function dependLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation, 
   const columns = new Map<string, readonly string[]>();
   for (const c of rel.columns) columns.set(c.name, all);
   const tables = recurse ? dependTables(snap, memo, rel) : new Set<string>();
-  return Object.freeze({ columns, plainColumns: new Set<string>(), filters: all, tables: sorted(tables), exact: false });
+  // A user view whose definition could not be analysed may call anything (system views are built in).
+  const userCode = rel.system ? [] : [`the definition of view ${snap.qualifiedName(rel)}, which the proxy could not analyse`];
+  return Object.freeze({ columns, plainColumns: new Set<string>(), filters: all, tables: sorted(tables), exact: false, unsafe: new Map<string, string>(), userCode });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -338,6 +378,27 @@ interface RCol {
   readonly plain: boolean;
   /** Stands for unknown columns (`(f(x)).*`, a function in FROM without a column list): matches any name nothing else matches. */
   readonly wildcard?: boolean;
+  /** For a plain column that merges several stored columns (set operations, USING): one closure per stored column. Absent: one, `src`. */
+  readonly branches?: Branches;
+}
+
+type Branches = readonly (readonly string[])[];
+
+/** The stored columns a plain value may come from, one closure each. */
+function branchesOf(x: { readonly src: Iterable<string>; readonly branches?: Branches }): Branches {
+  return x.branches ?? [[...x.src]];
+}
+
+/** The branches of several plain values together, each closure once. */
+function mergeBranches(xs: readonly { readonly src: Iterable<string>; readonly branches?: Branches }[]): Branches {
+  const seen = new Map<string, readonly string[]>();
+  for (const x of xs) {
+    for (const b of branchesOf(x)) {
+      const key = [...b].sort().join('\u0000');
+      if (!seen.has(key)) seen.set(key, b);
+    }
+  }
+  return [...seen.values()];
 }
 
 /** Columns named `name`; failing that, the wildcard columns. */
@@ -349,6 +410,7 @@ function matchCols(cols: readonly RCol[], name: string): RCol[] {
 interface Resolved {
   readonly src: readonly string[];
   readonly plain: boolean;
+  readonly branches?: Branches;
 }
 
 const NOTHING: Resolved = Object.freeze({ src: EMPTY, plain: true });
@@ -381,12 +443,29 @@ interface ROut {
   readonly src: ReadonlySet<string>;
   readonly plain: boolean;
   readonly wildcard?: boolean;
+  readonly branches?: Branches;
 }
 
 interface RelRes {
   readonly rel: CatalogRelation | undefined;
   readonly display: string;
 }
+
+interface Chain {
+  readonly unsafe: string | null;
+  readonly computed: boolean;
+  readonly test: boolean;
+}
+
+const NO_CHAIN: Chain = Object.freeze({ unsafe: null, computed: false, test: false });
+
+/** Types (format_type, without modifiers) whose values the allow-listed functions, operators and casts handle without user code or shape errors. */
+const SCALAR_TYPES = new Set([
+  'text', 'character varying', 'character', '"char"', 'name',
+  'smallint', 'integer', 'bigint', 'numeric', 'real', 'double precision', 'money', 'boolean', 'uuid', 'bytea', 'json', 'jsonb', 'xml',
+  'date', 'time without time zone', 'time with time zone', 'timestamp without time zone', 'timestamp with time zone', 'interval',
+  'inet', 'cidr', 'macaddr', 'macaddr8', 'bit', 'bit varying', 'oid',
+]);
 
 class StatementResolver {
   readonly tables = new Set<string>();
@@ -396,7 +475,13 @@ class StatementResolver {
   readonly filters = new Set<string>();
   readonly unknownTables = new Set<string>();
   readonly unresolved = new Set<string>();
+  /** Column -> the first step off the redaction allow-list its value goes through (see StatementAccess.unsafe). */
+  readonly unsafe = new Map<string, string>();
+  readonly userCode = new Set<string>();
   private readonly rels: RelRes[];
+  /** Set-operation branch -> its set operation: a branch's rows go where the set operation's go. */
+  private readonly branchOf = new Map<number, number>();
+  private readonly chains = new Map<number, Chain>();
   private readonly rangeCache: (ScopeRanges | undefined)[] = [];
   private readonly outCache: (ROut[] | undefined)[] = [];
   private readonly inProgress = new Set<number>();
@@ -416,6 +501,17 @@ class StatementResolver {
       return this.resolveRelation(r.schema, r.name, r.access, r.temp, expand);
     });
     for (const c of st.ctes) if (c.recursive && c.scope >= 0) this.recursiveBodies.add(c.scope);
+    for (const sc of st.scopes) {
+      if (!sc.setOp) continue;
+      this.branchOf.set(sc.setOp.left, sc.id);
+      this.branchOf.set(sc.setOp.right, sc.id);
+    }
+    for (const f of st.functions) if (isUserFunction(snap, f.schema, f.name)) this.userCode.add(`${f.schema ? `${f.schema}.` : ''}${f.name}()`);
+    for (const op of st.operators) {
+      const parts = op.split('.');
+      const name = parts[parts.length - 1] ?? '';
+      if (snap.shadows.has(`user operator ${name}`) || (parts.length > 1 && parts[0] !== 'pg_catalog')) this.userCode.add(`operator ${op}`);
+    }
   }
 
   private resolveRelation(schema: string | null, name: string, access: 'read' | 'write', temp: boolean, expand: boolean): RelRes {
@@ -433,6 +529,12 @@ class StatementResolver {
         for (const f of vl.filters) {
           this.read.add(f);
           this.filters.add(f);
+        }
+        for (const u of vl.userCode) this.userCode.add(u);
+        // What the definition computes runs whenever the view is read: conservatively, all of it.
+        for (const [c, why] of vl.unsafe) {
+          this.read.add(c);
+          if (!this.unsafe.has(c)) this.unsafe.set(c, `${why} (in view ${q})`);
         }
       }
       return { rel, display: q };
@@ -458,15 +560,41 @@ class StatementResolver {
     for (const f of this.st.flows) if ('refs' in f.source) for (const r of f.source.refs) flowRefs.add(r);
     // Build every block's ranges (USING / NATURAL join columns are read there).
     for (let i = 0; i < this.st.scopes.length; i++) this.ranges(i);
+    // Blocks inside WITH RECURSIVE bodies: a computed value there may grow at every step
+    // (`s || s`) until it fails on PostgreSQL's 1 GB limit, at a step that tells its length.
+    const recursive = new Set<number>();
+    for (const b of this.recursiveBodies) for (let i = b; i < this.scope(b).end; i++) recursive.add(i);
     this.st.columns.forEach((ref, i) => {
-      if (outputRefs.has(i) && this.scope(ref.scope).existsOnly) return; // EXISTS (SELECT * …) reads no column
+      let judged = ref.via ? this.judge(ref.via, ref.scope) : undefined;
+      if (judged?.computed && judged.unsafe === null && recursive.has(ref.scope)) judged = { ...judged, unsafe: 'a computation inside WITH RECURSIVE' };
+      // EXISTS (SELECT * …) reads no column; a computed select list may still be evaluated.
+      if (outputRefs.has(i) && this.scope(ref.scope).existsOnly && !judged?.computed) return;
       const { src } = this.resolveRef(ref);
-      const filter = !outputRefs.has(i) && !flowRefs.has(i);
+      const filter = judged?.test === true || (!outputRefs.has(i) && !flowRefs.has(i));
       for (const s of src) {
         this.read.add(s);
         if (filter) this.filters.add(s);
+        if (!judged || this.unsafe.has(s)) continue;
+        if (judged.unsafe !== null) this.unsafe.set(s, judged.unsafe);
+        else if (judged.computed && !this.scalar(s)) this.unsafe.set(s, `a computation over ${s}, which is not of a built-in scalar type`);
       }
     });
+    // Rows chosen or ordered by whole output columns: SELECT DISTINCT, UNION/INTERSECT/EXCEPT
+    // (without ALL), ORDER BY / GROUP BY / DISTINCT ON by position, SEARCH/CYCLE.
+    const choose = (srcs: Iterable<string>): void => {
+      for (const s of srcs) {
+        this.read.add(s);
+        this.filters.add(s);
+      }
+    };
+    for (const sc of this.st.scopes) {
+      const compared = sc.distinct || (sc.setOp !== null && !(sc.setOp.op === 'UNION' && sc.setOp.all));
+      if (!compared && !sc.positions.length) continue;
+      const outs = this.outputs(sc.id);
+      if (compared) for (const o of outs) choose(o.src);
+      for (const p of sc.positions) choose(outs[p - 1]?.src ?? []);
+    }
+    for (const c of this.st.ctes) if (c.searchOrCycle && c.scope >= 0) for (const o of this.outputs(c.scope)) choose(o.src);
     for (const ca of this.st.columnAccess) {
       const rr = this.rels[ca.relation];
       if (!rr) continue;
@@ -478,6 +606,43 @@ class StatementResolver {
         for (const n of ca.columns ?? ['*']) target.add(`${rr.display}.${n}`);
       }
     }
+  }
+
+  /**
+   * The whole way of a value from where it appears to where it ends up: its path within its
+   * expression, then — when its block is a scalar or ARRAY subquery — the path of that subquery
+   * within the enclosing block's expression, and so on; `test` when it ends up compared to choose
+   * rows (a subquery in WHERE, IN (…)).
+   */
+  private judge(via: ValuePath, scope: number): Chain {
+    const outer = this.chain(scope);
+    let unsafe = via.unsafe ?? outer.unsafe;
+    if (unsafe === null) for (const name of via.shadowable) if (this.snap.shadows.has(name)) unsafe = `${name}, which is defined outside pg_catalog here`;
+    return { unsafe, computed: via.computed || outer.computed, test: outer.test };
+  }
+
+  private chain(scope: number): Chain {
+    const hit = this.chains.get(scope);
+    if (hit) return hit;
+    let res: Chain = NO_CHAIN;
+    const setop = this.branchOf.get(scope);
+    const sc = this.scope(scope);
+    if (setop !== undefined) res = this.chain(setop);
+    else if (sc.use.kind === 'test') res = { unsafe: null, computed: false, test: true };
+    else if (sc.use.kind === 'value' && sc.parent !== null) {
+      const up = this.judge(sc.use.path, sc.parent);
+      res = up;
+    }
+    this.chains.set(scope, res);
+    return res;
+  }
+
+  /** The column is of a built-in scalar type (not an array, domain, composite or user-defined type). */
+  private scalar(source: string): boolean {
+    const parts = source.split('.');
+    if (parts.length !== 3) return false;
+    const col = this.snap.relation(parts[0]!, parts[1]!)?.columnByName.get(parts[2]!);
+    return col !== undefined && SCALAR_TYPES.has(col.typeName.replace(/\(\d+(,\d+)?\)/g, ''));
   }
 
   /** Columns written from other values, with where the values come from. */
@@ -588,7 +753,8 @@ class StatementResolver {
             this.filters.add(s);
           }
           const plain = [...lstar, ...rstar].every((c) => c.name !== name || c.plain);
-          star.push({ name, src: [...src], plain });
+          const parts = [...lstar, ...rstar].filter((c) => c.name === name);
+          star.push({ name, src: [...src], plain, ...(plain && parts.length > 1 ? { branches: mergeBranches(parts) } : {}) });
         }
         for (const c of [...lstar, ...rstar]) if (!mergedSet.has(c.name)) star.push(c);
         if (item.alias !== null) {
@@ -646,26 +812,30 @@ class StatementResolver {
       const r = this.outputs(s.setOp.right);
       return l.map((c, i) => {
         const other = r[i];
-        return { name: c.name, src: other ? union(c.src, other.src) : c.src, plain: c.plain && (other?.plain ?? true) };
+        const plain = c.plain && (other?.plain ?? true);
+        return { name: c.name, src: other ? union(c.src, other.src) : c.src, plain, ...(plain ? { branches: mergeBranches(other ? [c, other] : [c]) } : {}) };
       });
     }
     const res: ROut[] = [];
     for (const o of s.outputs) {
       if (o.star) {
-        for (const c of this.starCols(o.star.qualifier, s.id)) res.push({ name: c.name, src: new Set(c.src), plain: c.plain, wildcard: c.wildcard });
+        for (const c of this.starCols(o.star.qualifier, s.id)) res.push({ name: c.name, src: new Set(c.src), plain: c.plain, wildcard: c.wildcard, ...(c.branches ? { branches: c.branches } : {}) });
         continue;
       }
       const src = new Set<string>();
       let plain = o.plain;
+      const got: Resolved[] = [];
       for (const r of o.refs) {
         const ref = this.st.columns[r];
         if (!ref) continue;
-        const got = this.resolveRef(ref);
-        for (const x of got.src) src.add(x);
-        plain &&= got.plain;
+        const g = this.resolveRef(ref);
+        got.push(g);
+        for (const x of g.src) src.add(x);
+        plain &&= g.plain;
       }
       for (const sub of o.scopes) for (const c of this.outputs(sub)) for (const x of c.src) src.add(x);
-      res.push(o.composite ? { name: '?column?', src, plain: false, wildcard: true } : { name: o.name ?? '?column?', src, plain });
+      const branches = plain && got.some((g) => g.branches) ? { branches: mergeBranches(got) } : {};
+      res.push(o.composite ? { name: '?column?', src, plain: false, wildcard: true } : { name: o.name ?? '?column?', src, plain, ...branches });
     }
     return res;
   }
@@ -795,7 +965,8 @@ function rangeCols(r: Range): readonly RCol[] {
 
 function colsResolved(cols: readonly RCol[]): Resolved {
   if (cols.length === 1 && cols[0]) return cols[0];
-  return { src: cols.flatMap((c) => c.src), plain: cols.every((c) => c.plain) };
+  const plain = cols.every((c) => c.plain);
+  return { src: cols.flatMap((c) => c.src), plain, ...(plain ? { branches: mergeBranches(cols) } : {}) };
 }
 
 /** A whole-row reference: every column of the range, as one composite value (not plain). */
@@ -804,16 +975,16 @@ function wholeRow(r: Range): Resolved {
 }
 
 function toCols(outs: readonly ROut[]): RCol[] {
-  return outs.map((o) => ({ name: o.name, src: [...o.src], plain: o.plain, wildcard: o.wildcard }));
+  return outs.map((o) => ({ name: o.name, src: [...o.src], plain: o.plain, wildcard: o.wildcard, ...(o.branches ? { branches: o.branches } : {}) }));
 }
 
 function rename(cols: RCol[], aliases: readonly string[] | null): RCol[] {
   if (!aliases) return cols;
-  return cols.map((c, i) => (i < aliases.length ? { name: aliases[i] ?? c.name, src: c.src, plain: c.plain, wildcard: c.wildcard } : c));
+  return cols.map((c, i) => (i < aliases.length ? { ...c, name: aliases[i] ?? c.name } : c));
 }
 
 function size(outs: readonly ROut[]): number {
   let n = 0;
-  for (const o of outs) n += o.src.size;
+  for (const o of outs) n += o.src.size + (o.branches?.length ?? 0);
   return n;
 }

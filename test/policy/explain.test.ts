@@ -29,10 +29,22 @@ describe('scalple policy explain', () => {
       { column: 'iban', sources: ['public.customers.iban'], receives: 'masked: partial(keep_last=4)' },
       { column: 'total', sources: ['public.orders.total'], receives: 'plain' },
     ]);
-    // A value computed from a masked column would still be evaluated upstream (errors, timing):
-    // refused, naming why.
-    const computed = JSON.parse(scalple(['policy', 'explain', 'SELECT lower(email) FROM customers', '--role', 'support', '--format', 'json']).stdout);
-    expect(computed).toMatchObject({ decision: 'refuse', rule: 'mask.computed' });
+    // A value computed from a masked column through the allow-list (built-ins that cannot fail or
+    // wait depending on the value) comes back redacted; anything else over it is refused, naming why.
+    const computed = JSON.parse(scalple(['policy', 'explain', "SELECT id, lower(email) AS l, ssn || '' AS s FROM customers", '--role', 'support', '--format', 'json']).stdout);
+    expect(computed).toMatchObject({ decision: 'allow' });
+    expect(computed.columns).toEqual([
+      { column: 'id', sources: ['public.customers.id'], receives: 'plain' },
+      { column: 'l', sources: ['public.customers.email'], receives: 'redacted (computed from public.customers.email)' },
+      { column: 's', sources: ['public.customers.ssn'], receives: 'redacted (computed from public.customers.ssn)' },
+    ]);
+    const through = JSON.parse(scalple(['policy', 'explain', 'WITH x AS (SELECT email FROM customers) SELECT e FROM (SELECT email AS e FROM x) s', '--role', 'support', '--format', 'json']).stdout);
+    expect(through.columns).toEqual([{ column: 'e', sources: ['public.customers.email'], receives: 'masked: email' }]);
+    const oracle = JSON.parse(scalple(['policy', 'explain', 'SELECT ssn::int FROM customers', '--role', 'support', '--format', 'json']).stdout);
+    expect(oracle).toMatchObject({ decision: 'refuse', rule: 'mask.computed', message: expect.stringMatching(/ssn.*a cast to integer/) });
+    expect(oracle.columns).toEqual([{ column: 'ssn', sources: ['public.customers.ssn'], receives: 'refused' }]);
+    const redactedTable = scalple(['policy', 'explain', 'SELECT upper(email) FROM customers', '--role', 'support']);
+    expect(redactedTable.stdout).toMatch(/upper.*public\.customers\.email.*redacted \(computed from public\.customers\.email\)/);
     const billing = JSON.parse(scalple(['policy', 'explain', 'SELECT iban FROM customers', '--role', 'billing', '--format', 'json']).stdout);
     expect(billing.columns[0].receives).toBe('plain');
     const refused = scalple(['policy', 'explain', "SELECT id FROM customers WHERE ssn LIKE '1%'", '--role', 'support']);
