@@ -3,16 +3,12 @@
 // the catalog facts the allow-list depends on (operators and types defined outside pg_catalog,
 // views whose definitions compute over masked columns). The corpus in leaks.test.ts checks the
 // same through the proxy, end to end.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type pg from 'pg';
-import { ensureParser, analyse, Catalog, resolveAccess } from '../../src/sql/index.ts';
+import { describe, expect, it } from 'vitest';
+import { analyse, resolveAccess } from '../../src/sql/index.ts';
 import { decide, type PolicyDecision } from '../../src/proxy/mask-plan.ts';
 import { effectiveRole, parsePolicy, type EffectiveRole } from '../../src/policy/policy.ts';
-import { startSqlTestDb, type SqlTestDb } from '../sql/fixture.ts';
+import { useCatalogDb } from '../sql/fixture.ts';
 
-let db: SqlTestDb;
-let client: pg.Client;
-let catalog: Catalog;
 
 const policy = parsePolicy({
   pii: {
@@ -28,22 +24,11 @@ const policy = parsePolicy({
 const support = effectiveRole(policy, { kind: 'person', sub: 's', groups: ['support'] } as never) as EffectiveRole;
 const writer = effectiveRole(policy, { kind: 'person', sub: 'w', groups: ['writer'] } as never) as EffectiveRole;
 
-beforeAll(async () => {
-  await ensureParser();
-  db = await startSqlTestDb();
-  client = await db.connect();
-  catalog = new Catalog(client);
-  await catalog.ready();
-});
-
-afterAll(async () => {
-  await client?.end();
-  await db?.stop();
-});
+const env = useCatalogDb();
 
 function judge(sql: string, role: EffectiveRole = support): PolicyDecision {
   const a = analyse(sql);
-  return decide(a, resolveAccess(a, catalog.current!), role, policy.maskKey);
+  return decide(a, resolveAccess(a, env.catalog.current!), role, policy.maskKey);
 }
 
 /** 'refuse <rule>' or the plan's labels ('-' for a column passed through). */
@@ -136,43 +121,43 @@ describe('plain references through subqueries, CTEs and set operations', () => {
 
 describe('what the allow-list depends on in the catalog', () => {
   it('a view that computes over a masked column in a way off the list is refused, whatever is selected from it', async () => {
-    await client.query("CREATE VIEW ssn_numbers AS SELECT id, ssn::bigint AS n, lower(email) AS e FROM customers WHERE region = 'nowhere'");
-    await client.query('CREATE VIEW lowered AS SELECT id, lower(email) AS e FROM customers');
-    catalog.invalidate();
-    await catalog.ready();
+    await env.client.query("CREATE VIEW ssn_numbers AS SELECT id, ssn::bigint AS n, lower(email) AS e FROM customers WHERE region = 'nowhere'");
+    await env.client.query('CREATE VIEW lowered AS SELECT id, lower(email) AS e FROM customers');
+    env.catalog.invalidate();
+    await env.catalog.ready();
     expect(outcome('SELECT id FROM ssn_numbers')).toBe('refuse mask.computed');
     expect(outcome('SELECT e FROM lowered')).toBe('redacted');
   });
 
   it('|| and ::text count only while no operator or type outside pg_catalog can take them over', async () => {
     expect(outcome("SELECT ssn || 'x', ssn::text FROM customers")).toBe('redacted redacted');
-    await client.query("CREATE FUNCTION public.cat_int(text, int) RETURNS text LANGUAGE sql AS 'SELECT $1'");
-    await client.query('CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = int, FUNCTION = public.cat_int)');
-    catalog.invalidate();
-    await catalog.ready();
-    expect(catalog.current!.shadows.has('operator ||')).toBe(true);
+    await env.client.query("CREATE FUNCTION public.cat_int(text, int) RETURNS text LANGUAGE sql AS 'SELECT $1'");
+    await env.client.query('CREATE OPERATOR public.|| (LEFTARG = text, RIGHTARG = int, FUNCTION = public.cat_int)');
+    env.catalog.invalidate();
+    await env.catalog.ready();
+    expect(env.catalog.current!.shadows.has('operator ||')).toBe(true);
     // An operator || written in SQL: user code wherever || is used, and never allowed over a masked value.
     expect(outcome("SELECT ssn || 'x' FROM customers")).toBe('refuse mask.user_function');
     expect(judge("SELECT ssn || 'x' FROM customers").kind === 'allow').toBe(false);
     expect(outcome('SELECT ssn::text, concat(ssn) FROM customers')).toBe('redacted redacted');
-    await client.query('CREATE DOMAIN public.text AS pg_catalog.text');
-    catalog.invalidate();
-    await catalog.ready();
+    await env.client.query('CREATE DOMAIN public.text AS pg_catalog.text');
+    env.catalog.invalidate();
+    await env.catalog.ready();
     expect(outcome('SELECT ssn::text FROM customers')).toBe('refuse mask.computed');
     expect(outcome('SELECT ssn::pg_catalog.text, ssn::varchar FROM customers')).toBe('redacted redacted');
-    await client.query('DROP OPERATOR public.|| (text, int); DROP FUNCTION public.cat_int(text, int); DROP DOMAIN public.text');
-    catalog.invalidate();
-    await catalog.ready();
+    await env.client.query('DROP OPERATOR public.|| (text, int); DROP FUNCTION public.cat_int(text, int); DROP DOMAIN public.text');
+    env.catalog.invalidate();
+    await env.catalog.ready();
   });
 
   it('user-defined code the statement does not name is refused too: a function a view calls, an operator written in SQL', async () => {
-    await client.query("CREATE FUNCTION public.ssn_of(i int) RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers WHERE id = i'");
-    await client.query('CREATE VIEW ssn_via_function AS SELECT id, public.ssn_of(id) AS x FROM customers');
-    await client.query('CREATE VIEW ssn_via_view AS SELECT id FROM ssn_via_function');
-    await client.query("CREATE FUNCTION public.first_ssn(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT length(ssn) FROM customers WHERE id = a'");
-    await client.query('CREATE OPERATOR public.### (LEFTARG = int, RIGHTARG = int, FUNCTION = public.first_ssn)');
-    catalog.invalidate();
-    await catalog.ready();
+    await env.client.query("CREATE FUNCTION public.ssn_of(i int) RETURNS text LANGUAGE sql AS 'SELECT ssn FROM customers WHERE id = i'");
+    await env.client.query('CREATE VIEW ssn_via_function AS SELECT id, public.ssn_of(id) AS x FROM customers');
+    await env.client.query('CREATE VIEW ssn_via_view AS SELECT id FROM ssn_via_function');
+    await env.client.query("CREATE FUNCTION public.first_ssn(a int, b int) RETURNS int LANGUAGE sql AS 'SELECT length(ssn) FROM customers WHERE id = a'");
+    await env.client.query('CREATE OPERATOR public.### (LEFTARG = int, RIGHTARG = int, FUNCTION = public.first_ssn)');
+    env.catalog.invalidate();
+    await env.catalog.ready();
     // Nothing masked in the lineage: the function reads ssn where the proxy cannot see.
     expect(outcome('SELECT x FROM ssn_via_function')).toBe('refuse mask.user_function');
     expect(outcome('SELECT id FROM ssn_via_view')).toBe('refuse mask.user_function');

@@ -2,6 +2,8 @@
 // (customers, orders, payments, a view over customers, a view over that view, a materialized view,
 // a second schema with a same-named table, and a "$user" schema), reached as an ordinary role.
 import pg from 'pg';
+import { afterAll, beforeAll } from 'vitest';
+import { Catalog, ensureParser } from '../../src/sql/index.ts';
 import { startPostgres, superQuery, type PostgresServer } from '../support/services.ts';
 
 export const APP_USER = 'app_user';
@@ -71,4 +73,21 @@ export async function startSqlTestDb(): Promise<SqlTestDb> {
     },
     stop: () => server.stop(),
   };
+}
+
+/** For a whole test file: a test database, one client on it, and a Catalog loaded from that client. */
+export function useCatalogDb(): { readonly db: SqlTestDb; readonly client: pg.Client; readonly catalog: Catalog } {
+  const env = {} as { db: SqlTestDb; client: pg.Client; catalog: Catalog };
+  beforeAll(async () => {
+    await ensureParser();
+    env.db = await startSqlTestDb();
+    env.client = await env.db.connect();
+    env.catalog = new Catalog(env.client);
+    await env.catalog.ready();
+  });
+  afterAll(async () => {
+    await env.client?.end();
+    await env.db?.stop();
+  });
+  return env;
 }

@@ -1,31 +1,16 @@
 // Tables and columns read or written, resolved against the live catalog of a real PostgreSQL.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type pg from 'pg';
-import { ensureParser, analyse, Catalog, resolveAccess, viewLineage } from '../../src/sql/index.ts';
+import { describe, expect, it } from 'vitest';
+import { analyse, Catalog, resolveAccess, viewLineage } from '../../src/sql/index.ts';
 import type { Access, SearchPathInput } from '../../src/sql/index.ts';
-import { startSqlTestDb, type SqlTestDb } from './fixture.ts';
+import { useCatalogDb } from './fixture.ts';
 
-let db: SqlTestDb;
-let client: pg.Client;
-let catalog: Catalog;
 
 const CUSTOMER_COLUMNS = ['created_at', 'date_of_birth', 'email', 'iban', 'id', 'phone', 'region', 'ssn'].map((c) => `public.customers.${c}`);
 
-beforeAll(async () => {
-  await ensureParser();
-  db = await startSqlTestDb();
-  client = await db.connect();
-  catalog = new Catalog(client);
-  await catalog.ready();
-});
-
-afterAll(async () => {
-  await client?.end();
-  await db?.stop();
-});
+const env = useCatalogDb();
 
 function access(sql: string, searchPath?: SearchPathInput): Access {
-  return resolveAccess(analyse(sql), catalog, searchPath);
+  return resolveAccess(analyse(sql), env.catalog, searchPath);
 }
 
 function outputs(sql: string, searchPath?: SearchPathInput): Record<string, string[]> {
@@ -35,11 +20,11 @@ function outputs(sql: string, searchPath?: SearchPathInput): Record<string, stri
 
 /** Sanity: every statement used here runs on the real server (inside a rolled-back transaction). */
 async function runs(sql: string): Promise<void> {
-  await client.query('BEGIN');
+  await env.client.query('BEGIN');
   try {
-    await client.query(sql);
+    await env.client.query(sql);
   } finally {
-    await client.query('ROLLBACK');
+    await env.client.query('ROLLBACK');
   }
 }
 
@@ -89,8 +74,8 @@ describe('*, t.*, whole-row references', () => {
   });
 
   it('a column named like the alias wins over the whole row (PostgreSQL’s rule)', async () => {
-    await client.query('CREATE TABLE IF NOT EXISTS public.tricky (tricky int, secret text)');
-    await catalog.refresh();
+    await env.client.query('CREATE TABLE IF NOT EXISTS public.tricky (tricky int, secret text)');
+    await env.catalog.refresh();
     expect(access('SELECT tricky FROM tricky').columns).toEqual(['public.tricky.tricky']);
   });
 
@@ -287,7 +272,7 @@ describe('views over views, materialized views', () => {
       { name: 'customer_id', sources: ['public.customers.id', 'public.eu_contacts.customer_id', 'public.eu_customers.id'], plain: true },
       { name: 'contact', sources: ['public.customers.email', 'public.eu_contacts.contact', 'public.eu_customers.email'], plain: false },
     ]);
-    const snap = catalog.current;
+    const snap = env.catalog.current;
     const rel = snap?.lookup(null, 'eu_contacts');
     if (!snap || !rel) throw new Error('eu_contacts missing from the catalog');
     const vl = viewLineage(snap, rel);
@@ -324,8 +309,8 @@ describe('search_path', () => {
 
   it('caches per (text, catalog generation, search_path)', () => {
     const a = analyse('SELECT id FROM customers');
-    expect(resolveAccess(a, catalog, ['billing', 'public'])).toBe(resolveAccess(a, catalog, ['billing', 'public']));
-    expect(resolveAccess(a, catalog, ['public'])).not.toBe(resolveAccess(a, catalog, ['billing', 'public']));
+    expect(resolveAccess(a, env.catalog, ['billing', 'public'])).toBe(resolveAccess(a, env.catalog, ['billing', 'public']));
+    expect(resolveAccess(a, env.catalog, ['public'])).not.toBe(resolveAccess(a, env.catalog, ['billing', 'public']));
   });
 
   it('relations missing from the catalog are reported as written, with the creation schema of the search path', () => {
@@ -336,7 +321,7 @@ describe('search_path', () => {
   });
 
   it('a temporary table shadows a table for its own session', async () => {
-    const c2 = await db.connect();
+    const c2 = await env.db.connect();
     try {
       await c2.query('CREATE TEMP TABLE customers (id int, nickname text)');
       const temp = new Catalog(c2);
@@ -346,7 +331,7 @@ describe('search_path', () => {
       expect(resolveAccess(analyse('SELECT id FROM public.customers'), temp).columns).toEqual(['public.customers.id']);
       // pg_temp listed explicitly later in the path: public wins.
       expect(resolveAccess(analyse('SELECT id FROM customers'), temp, ['public', 'pg_temp']).columns).toEqual(['public.customers.id']);
-      // Other sessions (the shared catalog) do not see it.
+      // Other sessions (the shared env.catalog) do not see it.
       expect(access('SELECT id FROM customers').columns).toEqual(['public.customers.id']);
     } finally {
       await c2.end();
