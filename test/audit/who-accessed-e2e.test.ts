@@ -2,8 +2,9 @@
 // it), the proxy records the subject keys, and `scalple audit who-accessed customer 42 --config`
 // — the operator's command on the proxy host — lists exactly the accesses to customer 42: a direct
 // lookup, a bulk region read without the key column, a join through orders.customer_id, an
-// UPDATE, a named query, an extended-protocol prepared statement, and an aggregate as a possible
-// access; none of the decoys that merely look like 42.
+// UPDATE, a named query, an extended-protocol prepared statement, and (with --include-possible;
+// summarised by default) an aggregate as a possible access; none of the decoys that merely look
+// like 42.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../support/stack.ts';
 import { demoPolicy } from '../../src/demo/demo.ts';
@@ -59,7 +60,7 @@ describe('who-accessed through the whole product', () => {
     await bob.end();
     await stack.flushAudit();
 
-    const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', stack.configFile, '--format', 'json']);
+    const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--include-possible', '--config', stack.configFile, '--format', 'json']);
     expect(r.code, r.stderr).toBe(0);
     const rows = JSON.parse(r.stdout) as SubjectAccess[];
     const seen = rows.map((x) => [x.statement, x.email, x.access]);
@@ -107,5 +108,11 @@ describe('who-accessed through the whole product', () => {
       `SELECT chain_id, detail FROM scalple_audit.records WHERE event = 'audit_read'`);
     expect(reads.rows).toHaveLength(1);
     expect(reads.rows[0]).toMatchObject({ chain_id: 'audit-reads', detail: { command: 'who-accessed', arguments: { key: '42' }, results: 7, by: { via: 'config' } } });
+
+    // By default the possible access is summarised (on stderr with --format json), not listed.
+    const d = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', stack.configFile, '--format', 'json']);
+    expect(d.code, d.stderr).toBe(0);
+    expect((JSON.parse(d.stdout) as SubjectAccess[]).map((x) => x.statement)).toEqual(seen.filter((x) => x[2] === 'definite').map((x) => x[0]));
+    expect(d.stderr).toMatch(/^note: plus 1 possible access to customer 42 by 1 person /);
   });
 });

@@ -1,8 +1,10 @@
 // `scalple audit who-accessed SUBJECT KEY` against a real store holding records shaped like the
-// proxy's (intent + completion with subject_keys): definite and possible accesses, the decoys
-// that merely look like customer 42, time ranges (including an intent and its completion in
-// different monthly partitions, and a statement that ran for weeks), exact JSON and CSV, usage
-// errors, and the audit read recorded as an event on its own chain.
+// proxy's (intent + completion with subject_keys): definite and possible accesses (possible ones
+// summarised by default, listed with --include-possible), the decoys that merely look like
+// customer 42, time ranges (including an intent and its completion in different monthly
+// partitions, and a statement that ran for weeks), exact JSON and CSV, usage errors, and the
+// audit read recorded as an event on its own chain. Paging (--limit) and the summary over many
+// records: who-accessed-paging.test.ts.
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -122,8 +124,8 @@ async function who(...args: string[]): Promise<SubjectAccess[]> {
 }
 
 describe('scalple audit who-accessed', () => {
-  it('finds every access to customer 42, newest first, definite and possible, and none of the decoys', async () => {
-    const rows = await who('customer', '42');
+  it('with --include-possible finds every access to customer 42, newest first, definite and possible, and none of the decoys', async () => {
+    const rows = await who('customer', '42', '--include-possible');
     expect(rows.map((r) => r.log_id)).toEqual([id.named, id.aggregate, id.update, id.join, id.bulk, id.lookup, id.old, id.long, id.boundary]);
     const access = Object.fromEntries(rows.map((r) => [r.log_id, r.access]));
     expect(access[id.aggregate!]).toBe('possible');
@@ -142,6 +144,20 @@ describe('scalple audit who-accessed', () => {
       acting_for: { kind: 'person', sub: BOB.sub, email: BOB.email, name: BOB.name, groups: BOB.groups }, kinds: ['UPDATE'], reason: 'upgrade requested',
     });
     expect(rows.find((r) => r.log_id === id.named)).toMatchObject({ named_query: 'get_order_by_id', params: ['363'], access: 'definite' });
+  });
+
+  it('by default lists the definite accesses and says on stderr that possible ones were left out of the JSON', async () => {
+    const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', configFile, '--format', 'json']);
+    expect(r.code, r.stderr).toBe(0);
+    const rows = JSON.parse(r.stdout) as SubjectAccess[];
+    expect(rows.map((x) => x.log_id)).toEqual([id.named, id.update, id.join, id.bulk, id.lookup, id.old, id.long, id.boundary]);
+    expect(rows.every((x) => x.access === 'definite')).toBe(true);
+    expect(r.stderr).toContain('note: plus 1 possible access to customer 42 by 1 person (statements that read the table without revealing which rows), not in this output: --include-possible lists them.');
+    expect(r.stderr).not.toMatch(/more/);
+    // Nothing possible to say for a subject no aggregate touched.
+    const emp = await scalple(['audit', 'who-accessed', 'employee', '42', '--config', configFile, '--format', 'json']);
+    expect(emp.code, emp.stderr).toBe(0);
+    expect((JSON.parse(emp.stdout) as SubjectAccess[]).map((x) => x.log_id)).toEqual([id.decoyEmployee]);
   });
 
   it('prints exact JSON objects (every documented field)', async () => {
@@ -206,22 +222,37 @@ describe('scalple audit who-accessed', () => {
     ].join('\r\n') + '\r\n');
   });
 
-  it('renders a table that labels possible accesses differently', async () => {
+  it('renders a table of definite accesses, then possible ones summarised per person and statement', async () => {
     const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', configFile, '--since', '30d']);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('alice@example.com');
     expect(r.stdout).toContain('for bob@example.com');
-    expect(r.stdout).toMatch(/│ POSSIBLE +│/);
-    expect(r.stdout).toMatch(/│ keys unknown +│/);
-    expect(r.stdout).toContain('(6 accesses to customer 42: 5 definite, 1 possible');
+    expect(r.stdout).toContain('(5 definite accesses to customer 42, newest first)');
+    const [listed, summary] = r.stdout.split('POSSIBLE accesses to customer 42');
+    expect(listed).not.toContain('count(*)');
+    expect(summary).toMatch(/│ 1 +│ carol@example\.com +│ analytics, +│/);
+    expect(summary).toContain('SELECT count(*) FROM customers WHERE region =');
+    expect(summary).toContain('(1 possible access by 1 person, in 1 line of person and statement; --include-possible lists each one)');
+    expect(r.stderr).not.toMatch(/note:/);
+
+    const all = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', configFile, '--since', '30d', '--include-possible']);
+    expect(all.code, all.stderr).toBe(0);
+    expect(all.stdout).toMatch(/│ POSSIBLE +│/);
+    expect(all.stdout).toMatch(/│ keys unknown +│/);
+    expect(all.stdout).toContain('(6 accesses to customer 42: 5 definite, 1 possible');
+    expect(all.stdout).not.toContain('POSSIBLE accesses to');
+
     // Every customer was possibly accessed by the aggregate; none definitely.
     const none = await scalple(['audit', 'who-accessed', 'customer', '31337', '--config', configFile, '--definite-only']);
     expect(none.code).toBe(0);
-    expect(none.stdout).toBe('(no recorded access to customer 31337)\n');
+    expect(none.stdout).toBe('(no recorded definite access to customer 31337)\n');
+    const possibleOnly = await scalple(['audit', 'who-accessed', 'customer', '31337', '--config', configFile]);
+    expect(possibleOnly.code).toBe(0);
+    expect(possibleOnly.stdout).toMatch(/^\(no recorded definite access to customer 31337\)\n\nPOSSIBLE accesses to customer 31337/);
   });
 
   it('--since/--until select by completion time; intents are found across partitions and long runs', async () => {
-    expect((await who('customer', '42', '--since', '30d')).map((r) => r.log_id)).toEqual([id.named, id.aggregate, id.update, id.join, id.bulk, id.lookup]);
+    expect((await who('customer', '42', '--since', '30d', '--include-possible')).map((r) => r.log_id)).toEqual([id.named, id.aggregate, id.update, id.join, id.bulk, id.lookup]);
     expect((await who('customer', '42', '--until', '2025-12-31')).map((r) => r.log_id)).toEqual([id.long, id.boundary]);
     expect(await who('customer', '42', '--since', '2030-01-01')).toEqual([]);
 
@@ -240,11 +271,36 @@ describe('scalple audit who-accessed', () => {
     expect(long[0]).toMatchObject({ log_id: id.long, ts: '2025-02-03T10:00:00.000Z', email: CAROL.email, statement: expect.stringContaining('pg_sleep') });
   });
 
-  it('--definite-only leaves out possible accesses; other subjects and keys are separate', async () => {
-    const definite = await who('customer', '42', '--since', '30d', '--definite-only');
-    expect(definite.map((r) => r.log_id)).toEqual([id.named, id.update, id.join, id.bulk, id.lookup]);
-    expect((await who('customer', '420')).map((r) => r.log_id)).toEqual([id.decoy420, id.aggregate, id.bulk]);
-    expect((await who('employee', '42')).map((r) => r.log_id)).toEqual([id.decoyEmployee]);
+  it('--definite-only leaves out possible accesses, even their summary; other subjects and keys are separate', async () => {
+    const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--since', '30d', '--definite-only', '--config', configFile, '--format', 'json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as SubjectAccess[]).map((x) => x.log_id)).toEqual([id.named, id.update, id.join, id.bulk, id.lookup]);
+    expect(r.stderr).toBe('');
+    expect((await who('customer', '420')).map((r) => r.log_id)).toEqual([id.decoy420, id.bulk]);
+    expect((await who('customer', '420', '--include-possible')).map((r) => r.log_id)).toEqual([id.decoy420, id.aggregate, id.bulk]);
+    // A completion holding both the key and 'employee:*' is a definite access, not also a possible one.
+    expect((await who('employee', '42', '--include-possible')).map((r) => [r.log_id, r.access])).toEqual([[id.decoyEmployee, 'definite']]);
+  });
+
+  it('--limit lists the newest accesses and says on stderr how many more there are', async () => {
+    const r = await scalple(['audit', 'who-accessed', 'customer', '42', '--limit', '3', '--config', configFile, '--format', 'json']);
+    expect(r.code, r.stderr).toBe(0);
+    const rows = JSON.parse(r.stdout) as SubjectAccess[];
+    expect(rows.map((x) => x.log_id)).toEqual([id.named, id.update, id.join]);
+    expect(r.stderr).toContain(`note: 5 more definite accesses to customer 42 (at or before ${rows[2]!.completed_at.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}) not shown: --limit 8 includes them (or narrow with --since/--until).\n`);
+    // Across partitions and years: the 7 newest, then the last one.
+    expect((await who('customer', '42', '--limit', '7')).map((x) => x.log_id)).toEqual([id.named, id.update, id.join, id.bulk, id.lookup, id.old, id.long]);
+    const merged = await scalple(['audit', 'who-accessed', 'customer', '42', '--limit', '2', '--include-possible', '--config', configFile, '--format', 'csv']);
+    expect(merged.code, merged.stderr).toBe(0);
+    expect(merged.stdout.trim().split('\r\n').slice(1).map((l) => l.split(',')[0])).toEqual([id.named, id.aggregate]);
+    expect(merged.stderr).toMatch(/^note: 7 more accesses to customer 42 \(at or before .+\) not shown: --limit 9 includes them/);
+    for (const bad of ['0', '-1', 'x', '1.5']) {
+      const u = await scalple(['audit', 'who-accessed', 'customer', '42', '--limit', bad, '--config', configFile]);
+      expect(u.code, bad).toBe(2);
+    }
+    const both = await scalple(['audit', 'who-accessed', 'customer', '42', '--include-possible', '--definite-only', '--config', configFile]);
+    expect(both.code).toBe(2);
+    expect(both.stderr).toBe('error: --include-possible and --definite-only exclude each other.\n');
   });
 
   it('refuses an unknown subject with exit 2 naming the configured ones, and a bad key or time', async () => {
@@ -277,7 +333,7 @@ describe('scalple audit who-accessed', () => {
     const byKey = Object.fromEntries(mine.map((e) => [(e.detail.arguments as { key: string }).key, e.detail]));
     expect(byKey['42']).toEqual({
       command: 'who-accessed',
-      arguments: { subject: 'customer', key: '42', since: expect.stringMatching(/^\d{4}-/), until: null, format: 'json', definite_only: false },
+      arguments: { subject: 'customer', key: '42', since: expect.stringMatching(/^\d{4}-/), until: null, format: 'json', definite_only: false, include_possible: false, limit: 1000 },
       results: 6,
       by: { via: 'config', os_user: os.userInfo().username, sudo_user: process.env.SUDO_USER ?? null, hostname: os.hostname(), pid: expect.any(Number) },
     });
