@@ -135,6 +135,14 @@ describe('scalple audit', () => {
     expect(c.stdout).toContain('"{""public.customers.email"":""email""}"');
   });
 
+  it('every log read is itself recorded, on the audit-reads chain, with its filters', async () => {
+    const r = await scalple(['audit', 'log', '--config', configFile, '--format', 'json', '--user', 'alice@example.com', '--limit', '2']);
+    expect(r.code).toBe(0);
+    const reads = await withClient(env.writerUrl, (db) => db.query<{ chain_id: string; detail: { command: string; arguments: Record<string, unknown>; results: number } }>(
+      `SELECT chain_id, detail FROM scalple_audit.records WHERE event = 'audit_read' AND detail->>'command' = 'log' ORDER BY seq DESC LIMIT 1`));
+    expect(reads.rows[0]).toMatchObject({ chain_id: 'audit-reads', detail: { command: 'log', arguments: { user: 'alice@example.com', limit: 2 }, results: JSON.parse(r.stdout).length } });
+  });
+
   it('verify exits 0 on an intact log and prints the head; 1 naming the first broken record', async () => {
     const ok = await scalple(['audit', 'verify', '--config', configFile]);
     expect(ok.code, ok.stderr).toBe(0);
@@ -143,7 +151,11 @@ describe('scalple audit', () => {
     expect(ok.stdout).toMatch(/main\s*│\s*intact\s*│\s*6/);
     const j = await scalple(['audit', 'verify', '--config', configFile, '--format', 'json', '--expect-head', `main:${head}`]);
     expect(j.code).toBe(0);
-    expect(JSON.parse(j.stdout)).toMatchObject({ ok: true, heads: [`main:${head}`], chains: [{ chainId: 'main', verified: 6, headSeq: 6 }] });
+    // The log reads above are on their own chain (audit-reads), verified beside main.
+    const report = JSON.parse(j.stdout);
+    expect(report.ok).toBe(true);
+    expect(report.heads).toContain(`main:${head}`);
+    expect(report.chains).toEqual(expect.arrayContaining([expect.objectContaining({ chainId: 'main', verified: 6, headSeq: 6 }), expect.objectContaining({ chainId: 'audit-reads', status: 'intact' })]));
 
     await withClient(env.superUrl, (c) => c.query(`SET session_replication_role = replica; UPDATE scalple_audit.records SET rows = 0 WHERE seq = 4`));
     const bad = await scalple(['audit', 'verify', '--config', configFile]);

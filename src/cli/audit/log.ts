@@ -5,6 +5,7 @@ import Table from 'cli-table3';
 import { connect } from '../../audit/db.ts';
 import { requireSchema } from '../../audit/schema.ts';
 import { parseTime, searchLog, type LogEntry } from '../../audit/search.ts';
+import { recordAuditRead } from '../../audit/audit-read.ts';
 import { csv, loadAuditConfig, oneLine, out, positiveInt } from './common.ts';
 
 interface LogFlags {
@@ -55,6 +56,15 @@ export function registerLog(audit: Command): void {
       } finally {
         await client.end().catch(() => undefined);
       }
+      // Reading the log is itself an audit read, recorded before anything is shown.
+      await recordAuditRead(config, {
+        command: 'log',
+        arguments: {
+          user: flags.user ?? null, table: flags.table ?? null, since: since?.toISOString() ?? null, until: until?.toISOString() ?? null,
+          limit: flags.limit, format: flags.format, ...(flags.url ? { url: 'given' } : {}),
+        },
+        results: entries.length,
+      });
       if (flags.format === 'json') out(JSON.stringify(entries, null, 2));
       else if (flags.format === 'csv') process.stdout.write(csv(LOG_FIELDS, entries as unknown as Record<string, unknown>[]));
       else out(renderTable(entries));
