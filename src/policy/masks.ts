@@ -23,6 +23,14 @@ export function describeMask(m: MaskSpec): string {
 /** A mask function over the text form of a value; returns null for SQL NULL. */
 export type MaskFn = (value: string) => string | null;
 
+const redactFn: MaskFn = () => REDACTED;
+const nullFn: MaskFn = () => null;
+
+/** Masks whose output does not depend on the value: the proxy need not even decode it. */
+export function isConstantMask(fn: MaskFn): boolean {
+  return fn === redactFn || fn === nullFn;
+}
+
 export function maskFunction(spec: MaskSpec, hashKey: string): MaskFn {
   switch (spec.mask) {
     case 'email':
@@ -33,9 +41,9 @@ export function maskFunction(spec: MaskSpec, hashKey: string): MaskFn {
       return (v) => '****' + (n > 0 && v.length > n ? v.slice(-n) : '');
     }
     case 'redact':
-      return () => REDACTED;
+      return redactFn;
     case 'null':
-      return () => null;
+      return nullFn;
     case 'year':
       return (v) => (/^\d{4}-/.test(v) ? v.slice(0, 4) : REDACTED);
     case 'hash':

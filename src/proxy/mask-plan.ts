@@ -51,7 +51,7 @@ const REVEALING_RELATIONS = new Set([
   'pg_catalog.pg_statistic', 'pg_catalog.pg_statistic_ext_data', 'pg_catalog.pg_prepared_statements', 'pg_catalog.pg_cursors',
 ]);
 
-const REDACT: ColumnMask = { label: 'redacted', fn: () => REDACTED };
+const REDACT: ColumnMask = { label: 'redacted', fn: maskFunction({ mask: 'redact' }, '') };
 
 function refuse(rule: string, message: string): PolicyDecision {
   return { kind: 'refuse', refusal: { sqlstate: '42501', message, rule } };

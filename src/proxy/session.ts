@@ -8,6 +8,7 @@
 // sent through a queue of expected replies, which also lets the proxy insert messages of its own
 // (re-Parse of a statement upstream lost) and hide their replies, or answer locally in order.
 import type net from 'node:net';
+import { isConstantMask } from '../policy/masks.ts';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ScalpleConfig } from '../policy/config.ts';
@@ -1461,7 +1462,7 @@ function maskDataRow(body: Buffer, columns: readonly (ColumnMask | undefined)[],
     const mask = columns[i];
     if (!mask || len < 0) size += valueEnd - off;
     else {
-      const v = mask.fn(body.toString('utf8', off + 4, valueEnd));
+      const v = isConstantMask(mask.fn) ? mask.fn('') : mask.fn(body.toString('utf8', off + 4, valueEnd));
       masked[i] = v;
       const b = v === null ? 0 : Buffer.byteLength(v, 'utf8');
       byteLen[i] = b;
