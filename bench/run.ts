@@ -15,7 +15,9 @@
 //   BENCH_PATHS     comma list of paths to run          (default: direct,pgbouncer,scalple-strict,scalple-buffered,scalple-pgbouncer;
 //                   also node-relay: a bare Node socket.pipe relay to PostgreSQL, the ceiling for a Node proxy)
 //   BENCH_WORKLOADS comma list of workloads             (default all: select-simple,select-extended,rows100-extended,rows100-masked;
-//                   rows100-masked reads 100 rows of bench_customers, whose email, iban and ssn the proxies mask)
+//                   rows100-masked reads 100 rows of bench_customers, whose email, iban and ssn the proxies mask;
+//                   rows100-subjects reads 100 rows of bench_people without its key, a data-subject table: the
+//                   proxies add the key as a hidden column and record the 100 keys per statement)
 //   BENCH_PAUSE_MS  pause between runs, lets buffered audit batches settle (default 500)
 //   BENCH_PROFILE   a Scalple path (or node-relay) to run under `node --cpu-prof` (profile in bench/results/profile/;
 //                   summarise it with `node --import tsx bench/profile-summary.ts FILE`)
@@ -68,7 +70,7 @@ const PATHS = ['direct', 'pgbouncer', 'node-relay', 'scalple-strict', 'scalple-b
 type PathName = (typeof PATHS)[number];
 type ScalplePath = Exclude<PathName, 'direct' | 'pgbouncer' | 'node-relay'>;
 const DEFAULT_PATHS: readonly PathName[] = PATHS.filter((p) => p !== 'node-relay');
-const WORKLOADS = ['select-simple', 'select-extended', 'rows100-extended', 'rows100-masked'] as const;
+const WORKLOADS = ['select-simple', 'select-extended', 'rows100-extended', 'rows100-masked', 'rows100-subjects'] as const;
 type WorkloadName = (typeof WORKLOADS)[number];
 
 const PATH_LABEL: Record<PathName, string> = {
@@ -84,6 +86,7 @@ const WORKLOAD_LABEL: Record<WorkloadName, string> = {
   'select-extended': '-S extended',
   'rows100-extended': '100 rows extended',
   'rows100-masked': '100 rows, 3 masked',
+  'rows100-subjects': '100 rows, subjects',
 };
 
 const settings = {
@@ -111,13 +114,19 @@ SELECT * FROM pgbench_accounts WHERE aid BETWEEN :a AND :a + 99;
 const MASKED_SCRIPT = `\\set a random(1, 99900)
 SELECT * FROM bench_customers WHERE id BETWEEN :a AND :a + 99;
 `;
+const SUBJECTS_SCRIPT = `\\set a random(1, 99900)
+SELECT name, email FROM bench_people WHERE id BETWEEN :a AND :a + 99;
+`;
 // 100k customers; the proxies' policy masks three of their columns for the bench person.
 const BENCH_CUSTOMERS_SQL = `CREATE TABLE bench_customers (id int PRIMARY KEY, name text, email text, iban text, ssn text, region text);
 INSERT INTO bench_customers
   SELECT g, 'Customer ' || g, 'user' || g || '@example.com', 'DE89370400440532' || lpad(g::text, 6, '0'),
          lpad(((g::bigint * 7919) % 1000000000)::text, 9, '0'), CASE g % 3 WHEN 0 THEN 'EU' ELSE 'US' END
   FROM generate_series(1, 100000) g;
-ANALYZE bench_customers;`;
+ANALYZE bench_customers;
+CREATE TABLE bench_people (id int PRIMARY KEY, name text, email text);
+INSERT INTO bench_people SELECT g, 'Person ' || g, 'person' || g || '@example.com' FROM generate_series(1, 100000) g;
+ANALYZE bench_people;`;
 const BENCH_POLICY = {
   pii: {
     'public.bench_customers.email': 'email',
@@ -126,6 +135,8 @@ const BENCH_POLICY = {
   },
   roles: { support: { groups: ['support'] } },
   default_role: 'support',
+  // Subject tracking on its own table, so the other workloads measure the proxy without it.
+  subjects: { person: { table: 'public.bench_people', key: 'id' } },
 };
 
 // ---------------------------------------------------------------------------------- cleanup
@@ -330,6 +341,7 @@ function processCpuMs(pid: number | undefined): number | undefined {
 
 function pgbenchArgs(workload: WorkloadName, seconds: number, scriptFile: string): string[] {
   if (workload === 'rows100-masked') scriptFile = scriptFile.replace(/rows100\.sql$/, 'masked100.sql');
+  if (workload === 'rows100-subjects') scriptFile = scriptFile.replace(/rows100\.sql$/, 'subjects100.sql');
   const common = ['-c', String(settings.clients), '-j', String(settings.threads), '-T', String(seconds), '-n'];
   switch (workload) {
     case 'select-simple':
@@ -338,6 +350,7 @@ function pgbenchArgs(workload: WorkloadName, seconds: number, scriptFile: string
       return [...common, '-S', '-M', 'extended'];
     case 'rows100-extended':
     case 'rows100-masked':
+    case 'rows100-subjects':
       return [...common, '-f', scriptFile, '-M', 'extended'];
   }
 }
@@ -442,6 +455,7 @@ async function main(): Promise<number> {
   const scriptFile = path.join(dir, 'rows100.sql');
   writeFileSync(scriptFile, ROWS100_SCRIPT);
   writeFileSync(path.join(dir, 'masked100.sql'), MASKED_SCRIPT);
+  writeFileSync(path.join(dir, 'subjects100.sql'), SUBJECTS_SCRIPT);
 
   // PostgreSQL, the pgbench tables, the audit store.
   log('starting PostgreSQL 15 …');
@@ -651,7 +665,7 @@ async function main(): Promise<number> {
   for (const p of proxies.values()) await p.stop();
   const audit = new pg.Client({ connectionString: pgServer.superUrl(AUDIT_DB) });
   await audit.connect();
-  const auditCounts: Record<string, { intents: number; completions: number; pgbenchTransactions: number; ok: boolean }> = {};
+  const auditCounts: Record<string, { intents: number; completions: number; pgbenchTransactions: number; ok: boolean; subjectStatements?: number }> = {};
   try {
     for (const [name, p] of proxies) {
       const r = await audit.query<{ record_type: string; n: string }>('SELECT record_type, count(*) AS n FROM scalple_audit.records WHERE chain_id = $1 GROUP BY 1', [p.chainId]);
@@ -661,6 +675,12 @@ async function main(): Promise<number> {
       const t = txnsByPath.get(name) ?? 0;
       // Every pgbench transaction here is one statement: at least one intent and one completion each.
       auditCounts[name] = { intents, completions, pgbenchTransactions: t, ok: intents >= t && completions >= t && t > 0 };
+      if (settings.workloads.includes('rows100-subjects')) {
+        // The subject workload measures nothing unless each of its statements recorded its 100 keys.
+        const k = await audit.query<{ n: string }>("SELECT count(*) AS n FROM scalple_audit.records WHERE chain_id = $1 AND record_type = 'completion' AND cardinality(subject_keys) = 100", [p.chainId]);
+        auditCounts[name]!.subjectStatements = Number(k.rows[0]?.n ?? 0);
+        if (auditCounts[name]!.subjectStatements === 0) auditCounts[name]!.ok = false;
+      }
     }
   } finally {
     await audit.end();
@@ -750,7 +770,7 @@ async function main(): Promise<number> {
   if (proxies.size) {
     out.push('Audit store (records per proxy chain, counted in scalple_audit.records after the proxies stopped):');
     for (const [name, c] of Object.entries(auditCounts)) {
-      out.push(`  ${PATH_LABEL[name as PathName].padEnd(18)} intents ${String(c.intents).padStart(9)}  completions ${String(c.completions).padStart(9)}  pgbench transactions ${String(c.pgbenchTransactions).padStart(9)}  ${c.ok ? 'OK (every statement audited)' : 'MISSING RECORDS'}`);
+      out.push(`  ${PATH_LABEL[name as PathName].padEnd(18)} intents ${String(c.intents).padStart(9)}  completions ${String(c.completions).padStart(9)}  pgbench transactions ${String(c.pgbenchTransactions).padStart(9)}${c.subjectStatements !== undefined ? `  with 100 subject keys ${String(c.subjectStatements).padStart(8)}` : ''}  ${c.ok ? 'OK (every statement audited)' : 'MISSING RECORDS'}`);
     }
     out.push('');
   }

@@ -98,6 +98,11 @@ export interface AuditSink {
   event(record: EventRecord): Promise<void>;
   /** True when the store is reachable and the queue has room (for /readyz). */
   healthy(): boolean;
+  /**
+   * Backpressure: resolves true once the queue has room again, false when the store is
+   * unreachable or closing, or when no room was made within `timeoutMs`.
+   */
+  whenRoom(timeoutMs: number): Promise<boolean>;
   /** Is this person (sub or email) on the revocation list? */
   isRevoked(principal: Principal): Promise<boolean>;
   /** Time-boxed roles in force for this person now. */

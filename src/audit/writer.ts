@@ -331,6 +331,7 @@ class AuditWriter implements AuditStore {
   private flushing = false;
   private head_: Head = { seq: 0, hash: GENESIS_HASH, tsMs: 0 };
   private queue: Entry[] = [];
+  private roomWaiters: { resolve: (ok: boolean) => void }[] = [];
   private inflight: Entry[] = [];
   /** The next batch, prepared while `inflight` is being committed. */
   private inflightNext: Entry[] = [];
@@ -578,6 +579,40 @@ class AuditWriter implements AuditStore {
 
   healthy(): boolean {
     return this.refusal() === undefined;
+  }
+
+  whenRoom(timeoutMs: number): Promise<boolean> {
+    if (this.refusal() === undefined) return Promise.resolve(true);
+    if (!this.queueFullOnly()) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const w = {
+        resolve: (ok: boolean) => {
+          clearTimeout(timer);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.roomWaiters = this.roomWaiters.filter((x) => x !== w);
+        resolve(false);
+      }, timeoutMs);
+      timer.unref();
+      this.roomWaiters.push(w);
+    });
+  }
+
+  /** Refusing only because the queue is full (the store is up and draining it). */
+  private queueFullOnly(): boolean {
+    return !this.closing && !this.stopped && !this.failing && this.conn !== undefined;
+  }
+
+  /** After a commit made room (or the store failed): wakes the statements waiting for room. */
+  private settleRoomWaiters(): void {
+    if (!this.roomWaiters.length) return;
+    const room = this.refusal() === undefined;
+    if (!room && this.queueFullOnly()) return;
+    const waiters = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const w of waiters) w.resolve(room);
   }
 
   head(): { seq: number; hash: string } {
@@ -878,6 +913,7 @@ class AuditWriter implements AuditStore {
     if (batch.length > this.largestBatch) this.largestBatch = batch.length;
     for (const e of batch) e.waiter?.resolve();
     if (this.overflow && this.pending() < this.config.bufferSize / 2) this.overflow = false;
+    this.settleRoomWaiters();
     this.checkpoint.update({ chain_id: this.chainId, seq: last.seq, hash: last.hash, ts: isoTime(last.tsMs) });
     if (this.flushWaiters.length) {
       const still: typeof this.flushWaiters = [];
@@ -889,6 +925,7 @@ class AuditWriter implements AuditStore {
   private connectionLost(conn: pg.Client, err: Error): void {
     if (this.conn !== conn) return;
     this.conn = undefined;
+    this.settleRoomWaiters();
     if (this.flushing) return; // the failing query reports it
     this.noteFailure(err);
     this.wake.notify();
@@ -910,6 +947,7 @@ class AuditWriter implements AuditStore {
       this.log.error({ chain: this.chainId, err: reason, queued: this.pending() }, 'audit store unavailable: refusing new statements until it recovers');
     }
     this.failing = reason;
+    this.settleRoomWaiters();
     const refused = new AuditUnavailable(`audit store unavailable: statement refused (${reason})`, err);
     const waiting = [...(this.inDoubt?.entries ?? []), ...this.queue].filter((e) => e.waiter);
     for (const e of waiting) {
@@ -958,6 +996,7 @@ class AuditWriter implements AuditStore {
 
   private async doClose(timeoutMs: number): Promise<void> {
     this.closing = true;
+    this.settleRoomWaiters();
     this.expediteUntil = Number.MAX_SAFE_INTEGER;
     this.wake.notify();
     let timer: NodeJS.Timeout | undefined;

@@ -72,6 +72,7 @@ function teeToStream(sink: AuditSink, stream: RecordStream): AuditSink {
     },
     event: (r) => sink.event(r).then(() => stream.write(r)),
     healthy: () => sink.healthy(),
+    whenRoom: (ms) => sink.whenRoom(ms),
     isRevoked: (p) => sink.isRevoked(p),
     activeGrants: (p) => sink.activeGrants(p),
     revoke: (i) => sink.revoke(i),

@@ -129,6 +129,8 @@ interface Portal {
 }
 
 const MAX_PARAM_CHARS = 2000;
+/** How long a statement waits for room in a full buffered audit queue before it is refused. */
+const QUEUE_FULL_WAIT_MS = 2000;
 /** Fails at parse time upstream, on purpose: see poisonUpstream(). */
 const POISON_SQL = '/* scalple: the previous statement was refused; this error aborts its transaction */ SCALPLE_REFUSED';
 const NO_PARAM_TYPES = Buffer.from([0, 0]);
@@ -911,11 +913,23 @@ export class Session {
       return false;
     };
     if (this.buffered) {
-      if (!this.ctx.audit.healthy()) return refused(new AuditUnavailable('audit queue full or store unreachable'));
-      // Accepted: healthy() is exactly the condition under which a buffered intent is queued.
-      this.ctx.audit.intent(record).catch((err) => this.ctx.logger.error({ session: this.id, log_id: exec.logId, err: errorMessage(err) }, 'buffered intent could not be queued after its statement was forwarded'));
-      this.ctx.metrics.statement();
-      return true;
+      const accept = (): true => {
+        // Accepted: healthy() is exactly the condition under which a buffered intent is queued.
+        this.ctx.audit.intent(record).catch((err) => this.ctx.logger.error({ session: this.id, log_id: exec.logId, err: errorMessage(err) }, 'buffered intent could not be queued after its statement was forwarded'));
+        this.ctx.metrics.statement();
+        return true;
+      };
+      if (this.ctx.audit.healthy()) return accept();
+      // A full queue with the store up is backpressure: the statement waits (bounded) for room
+      // rather than failing at the first burst; an unreachable store refuses at once.
+      const deadline = Date.now() + QUEUE_FULL_WAIT_MS;
+      const wait = (): Promise<boolean> =>
+        this.ctx.audit.whenRoom(Math.max(0, deadline - Date.now())).then((room) => {
+          if (this.closed) return false;
+          if (room && this.ctx.audit.healthy()) return accept();
+          return room && Date.now() < deadline ? wait() : refused(new AuditUnavailable('audit queue full or store unreachable'));
+        });
+      return wait();
     }
     return this.ctx.audit.intent(record).then(() => {
       this.ctx.metrics.statement();

@@ -164,6 +164,27 @@ describe('buffered durability', () => {
     env.cleanup();
   });
 
+  it('whenRoom: a full queue makes room once the store commits (backpressure); a wait that runs out says no', async () => {
+    const env = await freshAuditDb(server);
+    const store = await openAuditStore(env.config({ durability: 'buffered', bufferSize: 10, flushIntervalMs: 5 }), { policyVersion: 'pv' });
+    const locker = await import('pg').then(({ default: pg }) => new pg.Client({ connectionString: env.superUrl }));
+    await locker.connect();
+    await locker.query('BEGIN; LOCK TABLE scalple_audit.records IN ACCESS EXCLUSIVE MODE');
+    for (let i = 0; i < 10; i++) await store.intent(intent());
+    expect(store.healthy()).toBe(false);
+    // The lock holds: no room within 50 ms.
+    expect(await store.whenRoom(50)).toBe(false);
+    // Room comes when the commit goes through: released by the lock's end, not by a timer.
+    const waiting = store.whenRoom(30_000);
+    await locker.query('COMMIT');
+    expect(await waiting).toBe(true);
+    expect(store.healthy()).toBe(true);
+    await locker.end();
+    await store.close();
+    expect(await count(env.superUrl)).toBe(10);
+    env.cleanup();
+  });
+
   it('a completion that finds no room marks the store unhealthy and is logged, never silently lost', async () => {
     const env = await freshAuditDb(server);
     const log = captureLogger();

@@ -105,4 +105,29 @@ describe('SIGKILL in the middle of a load', () => {
     expect(report.ok).toBe(true);
     console.log(`buffered SIGKILL: ${seen.length} statements logged by pgAudit, ${missing.length} without an intent record (bound ${bufferSize})`);
   });
+
+  it('buffered: a full queue holds statements back until the store makes room (backpressure), and refuses after 2 s', async () => {
+    stack = await startStack({ poolMode: 'none', durability: 'buffered', audit: { buffer_size: 20, flush_interval_ms: 5 } });
+    const c = await stack.connect('alice@example.com');
+    const locker = new pg.Client({ connectionString: stack.pg.superUrl('app') });
+    await locker.connect();
+    await locker.query('BEGIN; LOCK TABLE scalple_audit.records IN ACCESS EXCLUSIVE MODE');
+    // Each statement is an intent and a completion: 10 statements fill the 20-record queue.
+    for (let i = 0; i < 10; i++) await c.query('SELECT 1 AS filling');
+    expect(stack.audit!.healthy()).toBe(false);
+    const held = c.query('SELECT 2 AS held_back');
+    const state = await Promise.race([held.then(() => 'ran', () => 'refused'), stack.audit!.whenRoom(300).then(() => 'still waiting')]);
+    expect(state).toBe('still waiting');
+    await locker.query('COMMIT');
+    expect((await held).rows).toEqual([{ held_back: 2 }]);
+
+    await stack.flushAudit();
+    await locker.query('BEGIN; LOCK TABLE scalple_audit.records IN ACCESS EXCLUSIVE MODE');
+    for (let i = 0; i < 10; i++) await c.query('SELECT 1 AS filling_again');
+    const err = await c.query('SELECT 3 AS refused_in_the_end').then(() => undefined, (e: { code?: string }) => e);
+    await locker.query('COMMIT');
+    await locker.end();
+    await c.end();
+    expect(err?.code).toBe('57P03');
+  });
 });

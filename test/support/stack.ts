@@ -33,6 +33,8 @@ export const HMAC_KEY = 'test-hmac-key-that-the-database-never-sees';
 export interface StackOptions {
   poolMode?: 'transaction' | 'none';
   durability?: 'strict' | 'buffered';
+  /** More `audit:` keys (buffer_size, flush_interval_ms, …). */
+  audit?: Record<string, unknown>;
   /** Extra top-level config keys (tls, applications, policy…), merged over the defaults. */
   config?: Record<string, unknown>;
   identity?: Record<string, unknown>;
@@ -108,7 +110,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     upstream_pool_mode: poolMode,
     catalog: { watch_url: `postgres://${APP_USER}:${APP_PASSWORD}@127.0.0.1:${pgServer.port}/app` },
     ...(opts.readonlyUpstream ? { upstream_readonly: upstream.replace(`${APP_USER}:`, `${APP_READONLY}:`) } : {}),
-    audit: { url: `postgres://${AUDIT_WRITER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/app`, durability: opts.durability ?? 'strict', hmac_key: HMAC_KEY, checkpoint_file: path.join(dir, 'head.json') },
+    audit: { url: `postgres://${AUDIT_WRITER}:${AUDIT_PASSWORD}@127.0.0.1:${pgServer.port}/app`, durability: opts.durability ?? 'strict', hmac_key: HMAC_KEY, checkpoint_file: path.join(dir, 'head.json'), ...opts.audit },
     identity: { issuer: idp.issuer, audience: 'scalple', allow_plaintext_password: true, revocation_check_ms: 300, ...opts.identity },
     ...opts.config,
   };
