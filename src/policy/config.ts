@@ -82,7 +82,7 @@ export interface ScalpleConfig {
   policyVersion: string;
 }
 
-const POLICY_KEYS = ['pii', 'roles', 'default_role', 'enforce', 'named_queries', 'subjects', 'mask_key', 'anomalies'];
+const POLICY_KEYS = ['pii', 'roles', 'default_role', 'enforce', 'named_queries', 'subjects', 'mask_key', 'hash_equality', 'anomalies'];
 
 export function configPathFrom(explicit?: string): string {
   const p = explicit ?? process.env.SCALPLE_CONFIG;

@@ -41,6 +41,13 @@ export interface Policy {
   defaultRole?: string;
   enforce: boolean;
   maskKey: string;
+  /**
+   * `hash_equality: true`: hash-masked columns may be compared with each other for equality
+   * (joins, GROUP BY, DISTINCT). Off by default: PostgreSQL may run such a comparison as a sort on
+   * (or an index scan of) the clear values, so the rows' order can follow them (README, Known
+   * limitations).
+   */
+  hashEquality: boolean;
   namedQueries: Map<string, NamedQuery>;
 }
 
@@ -57,6 +64,8 @@ export interface EffectiveRole {
   requireReason: boolean;
   audit: boolean;
   admin: boolean;
+  /** The policy's `hash_equality` (see Policy). */
+  hashEquality: boolean;
 }
 
 export const READ_ONLY_STATEMENTS = ['SELECT', 'TABLE', 'VALUES', 'EXPLAIN', 'SHOW', 'DECLARE CURSOR', 'FETCH', 'MOVE', 'CLOSE CURSOR', 'BEGIN', 'START', 'COMMIT', 'ROLLBACK', 'SAVEPOINT', 'RELEASE', 'ROLLBACK TO', 'PREPARE TRANSACTION', 'COMMIT PREPARED', 'ROLLBACK PREPARED'];
@@ -111,6 +120,8 @@ export function parsePolicy(raw: Record<string, unknown>, env: NodeJS.ProcessEnv
   const needsKey = [...pii.values()].some((m) => m.mask === 'hash');
   const maskKey = env.SCALPLE_MASK_KEY ?? (typeof raw.mask_key === 'string' ? raw.mask_key : '');
   if (needsKey && maskKey.length < 16) throw new ConfigError('a `hash` mask needs mask_key (or SCALPLE_MASK_KEY) of at least 16 characters');
+  if (raw.hash_equality !== undefined && typeof raw.hash_equality !== 'boolean') throw new ConfigError('hash_equality must be true or false');
+  const hashEquality = raw.hash_equality === true;
 
   const namedQueries = new Map<string, NamedQuery>();
   const nqRaw = raw.named_queries ?? {};
@@ -130,7 +141,7 @@ export function parsePolicy(raw: Record<string, unknown>, env: NodeJS.ProcessEnv
     for (const r of qRoles) if (!roles.has(r)) throw new ConfigError(`named_queries.${name}.roles: unknown role ${r}`);
     namedQueries.set(name, { name, description: typeof q.description === 'string' ? q.description : '', sql: q.sql, params, roles: qRoles });
   }
-  return { pii, roles, ...(defaultRole ? { defaultRole } : {}), enforce: raw.enforce !== false, maskKey, namedQueries };
+  return { pii, roles, ...(defaultRole ? { defaultRole } : {}), enforce: raw.enforce !== false, maskKey, hashEquality, namedQueries };
 }
 
 function maskSpec(v: unknown, where: string): MaskSpec {
@@ -182,10 +193,11 @@ export function effectiveRole(policy: Policy, principal: Principal, grantedRoles
     requireReason: chosen.some((r) => r.requireReason),
     audit: chosen.some((r) => r.audit),
     admin: chosen.some((r) => r.admin),
+    hashEquality: policy.hashEquality,
   };
 }
 
 /** No policy configured: everything in clear, writes allowed (the proxy then only attributes). */
 function unrestricted(): EffectiveRole {
-  return { names: [], masked: new Map(), denied: new Map(), write: true, statements: undefined, namedOnly: false, requireReason: false, audit: false, admin: false };
+  return { names: [], masked: new Map(), denied: new Map(), write: true, statements: undefined, namedOnly: false, requireReason: false, audit: false, admin: false, hashEquality: false };
 }

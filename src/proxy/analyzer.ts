@@ -47,7 +47,8 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
   const cache = new Map<string, { uid: number; info: StatementInfo }>();
   // Texts that differ only in literal values share one analysis (keyed by shape).
   const shapes = new Map<string, { uid: number; info: StatementInfo }>();
-  const shareable = (info: StatementInfo) => !info.setting && !info.searchPath && !info.refusal && info.analysis?.ok === true && !/scalple/i.test(info.analysis.sql) && (opts.shareable?.(info) ?? true);
+  // Not an analysis that read a literal's value (ORDER BY 1 and ORDER BY 2 share a shape).
+  const shareable = (info: StatementInfo) => !info.setting && !info.searchPath && !info.refusal && info.analysis?.ok === true && !info.analysis.literalValues && !/scalple/i.test(info.analysis.sql) && (opts.shareable?.(info) ?? true);
 
   function build(sql: string, analysis: Analysis, access: Access | null): StatementInfo {
     if (!analysis.ok) {

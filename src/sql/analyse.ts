@@ -14,6 +14,7 @@ import type {
   DeleteStmt,
   MergeStmt,
   ColumnRef,
+  A_Expr,
   ResTarget,
   FuncCall,
   WithClause,
@@ -105,6 +106,25 @@ export interface ValuePath {
  */
 export type ScopeUse = { readonly kind: 'rows' } | { readonly kind: 'value'; readonly path: ValuePath } | { readonly kind: 'test' };
 
+/**
+ * A use of column references that tests them for equality and nothing else: `a = b`, `a <> b`,
+ * `a IS [NOT] DISTINCT FROM b` between two bare column references in a condition (WHERE, ON,
+ * HAVING…), `a IS [NOT] NULL`, a bare column reference in GROUP BY, `count(DISTINCT a)`. Which
+ * stored values are equal and which are NULL is all such a use tells about them — what a `hash`
+ * mask shows anyway — so the proxy may allow it over hash-masked columns (resolve.ts,
+ * StatementAccess.equalities; mask-plan.ts). Its references are not counted as filters; anything
+ * else (a literal, a parameter, an expression, `<`, LIKE, IN, ORDER BY) still is.
+ */
+export interface EqualityUse {
+  readonly kind: 'equal' | 'null' | 'group' | 'count distinct';
+  /** As written, for messages: 'operator =', 'IS NOT DISTINCT FROM', 'IS NULL', 'GROUP BY', 'count(DISTINCT …)'. */
+  readonly label: string;
+  /** Indices into StatementInfo.columns: two for 'equal', one otherwise. */
+  readonly refs: readonly number[];
+  /** The operator PostgreSQL looks up by name in the search path ('=', '<>'), or null (NULL tests, grouping: the type's default equality). */
+  readonly operator: string | null;
+}
+
 export interface FunctionRef {
   readonly schema: string | null;
   readonly name: string;
@@ -173,8 +193,10 @@ export interface QueryScope {
   readonly use: ScopeUse;
   /** SELECT DISTINCT (without ON): rows are compared on every output column. */
   readonly distinct: boolean;
-  /** Output positions (1-based) named by number in ORDER BY, GROUP BY or DISTINCT ON. */
+  /** Output positions (1-based) named by number in ORDER BY or DISTINCT ON (rows ordered or compared by them). */
   readonly positions: readonly number[];
+  /** Output positions (1-based) named by number directly in GROUP BY (not in grouping sets): rows grouped by equality. */
+  readonly groupPositions: readonly number[];
 }
 
 /** Columns of a relation read or written as a whole (INSERT/UPDATE targets, COPY, DELETE, TRUNCATE). */
@@ -302,6 +324,8 @@ export interface StatementInfo {
   readonly functions: readonly FunctionRef[];
   /** Operator names used in expressions ('=', '||', '~~' for LIKE…), each once, schema-qualified as written ('pg_catalog.||'). */
   readonly operators: readonly string[];
+  /** Equality-only uses of bare column references (see EqualityUse). */
+  readonly equalities: readonly EqualityUse[];
   readonly scopes: readonly QueryScope[];
   /** Block whose outputs are the rows this statement returns (SELECT, RETURNING, COPY (query), DECLARE, EXPLAIN's inner), or null. */
   readonly root: number | null;
@@ -309,6 +333,13 @@ export interface StatementInfo {
   readonly flows: readonly DataFlow[];
   /** Any mention of schema scalple_audit: the text (comments and literals included, any case) or a decoded name/literal. */
   readonly touchesAuditSchema: boolean;
+  /**
+   * The analysis read the value of a literal: an output position (ORDER BY 2, GROUP BY 1, DISTINCT
+   * ON), a format string, substring() bounds, set_config()'s is_local, EXPLAIN options. A text that
+   * differs only in literals may then mean something else (ORDER BY 1 vs ORDER BY 2): it must not
+   * share this analysis.
+   */
+  readonly literalValues: boolean;
   /** SET/RESET scalple.*: handled by the proxy, never forwarded. */
   readonly scalpleSetting: ScalpleSetting | null;
   /** Any SET/RESET (search_path, role, …). */
@@ -334,6 +365,8 @@ export interface AnalysisOk {
   /** Some statement changes the catalog. */
   readonly ddl: boolean;
   readonly touchesAuditSchema: boolean;
+  /** Some statement's analysis read a literal's value (see StatementInfo.literalValues). */
+  readonly literalValues: boolean;
 }
 
 export interface AnalysisError {
@@ -413,6 +446,7 @@ export function analyseUncached(sql: string): Analysis {
     readOnly: statements.every((s) => s.readOnly),
     ddl: statements.some((s) => s.ddl),
     touchesAuditSchema: audit || statements.some((s) => s.touchesAuditSchema),
+    literalValues: statements.some((s) => s.literalValues),
   });
 }
 
@@ -515,6 +549,7 @@ interface MutableScope {
   use: ScopeUse;
   distinct: boolean;
   positions: number[];
+  groupPositions: number[];
 }
 
 interface Sink {
@@ -546,6 +581,7 @@ class StatementBuilder {
   private readonly ctes: CteDef[] = [];
   private readonly functions: FunctionRef[] = [];
   private readonly operators = new Set<string>();
+  private readonly equalities: EqualityUse[] = [];
   private readonly columnAccess: ColumnAccess[] = [];
   private readonly flows: DataFlow[] = [];
   private readonly sessionState: SessionState[] = [];
@@ -554,6 +590,8 @@ class StatementBuilder {
   private writeFunction = false;
   private serverFile = false;
   private auditInTree = false;
+  /** See StatementInfo.literalValues (positions are read from the scopes). */
+  private literalValues = false;
   private scalpleSetting: ScalpleSetting | null = null;
   private setting: VariableSetting | null = null;
   private transaction: TransactionControl | null = null;
@@ -581,11 +619,13 @@ class StatementBuilder {
       ctes: this.ctes,
       functions: this.functions,
       operators: [...this.operators],
+      equalities: this.equalities,
       scopes: this.scopes,
       root: this.root,
       columnAccess: this.columnAccess,
       flows: this.flows,
       touchesAuditSchema: auditInText || this.auditInTree,
+      literalValues: this.literalValues || this.scopes.some((sc) => sc.positions.length > 0 || sc.groupPositions.length > 0),
       scalpleSetting: this.scalpleSetting,
       setting: this.setting,
       sessionState: this.sessionState,
@@ -645,7 +685,7 @@ class StatementBuilder {
   // --- scopes, refs, relations ---
 
   private newScope(kind: ScopeKind, parent: number | null): MutableScope {
-    const s: MutableScope = { id: this.scopes.length, kind, parent, end: -1, from: [], outputs: [], ctes: [], setOp: null, existsOnly: false, use: ROWS, distinct: false, positions: [] };
+    const s: MutableScope = { id: this.scopes.length, kind, parent, end: -1, from: [], outputs: [], ctes: [], setOp: null, existsOnly: false, use: ROWS, distinct: false, positions: [], groupPositions: [] };
     this.scopes.push(s);
     return s;
   }
@@ -735,6 +775,7 @@ class StatementBuilder {
     if (schema !== null && schema !== 'pg_catalog') return;
     if (WRITE_FUNCTIONS.has(name) || name.startsWith('lo_')) this.writeFunction = true;
     if (name === 'set_config') {
+      this.literalValues = true;
       const isLocal = args?.[2] !== undefined ? constText(args[2]) : undefined;
       const local = isLocal !== undefined && /^(t|true|on|yes|1)$/i.test(isLocal);
       if (!local) this.sessionState.push({ kind: 'set_config', reason: 'set_config(…, false) changes a setting for the rest of the session' });
@@ -754,6 +795,7 @@ class StatementBuilder {
     switch (tag) {
       case 'ExplainStmt': {
         const e = payload(stmt, 'ExplainStmt');
+        if (e.options?.length) this.literalValues = true; // (ANALYZE 0) vs (ANALYZE 1)
         const analyze = explainAnalyze(e.options);
         this.command = { type: 'explain', analyze, statementKind: e.query ? commandTag(e.query) : '???' };
         return e.query ? this.statement(e.query) : null;
@@ -1016,9 +1058,17 @@ class StatementBuilder {
     s.outputs = this.targetList(sel.targetList, s.id, env);
     // SELECT DISTINCT has a list with one empty node; DISTINCT ON lists its expressions.
     s.distinct = Array.isArray(sel.distinctClause) && sel.distinctClause.some((d) => tagOf(d) === undefined);
-    s.positions = [...outputPositions(sel.sortClause), ...outputPositions(sel.groupClause), ...outputPositions(sel.distinctClause)];
+    // GROUP BY groups rows by equality: a bare column (or output position) there is an equality use;
+    // inside grouping sets (ROLLUP, CUBE…) it stays a filter.
+    const grouping = (sel.groupClause ?? []).filter((g) => tagOf(g) !== 'GroupingSet');
+    s.positions = [...outputPositions(sel.sortClause), ...outputPositions(sel.groupClause?.filter((g) => !grouping.includes(g))), ...outputPositions(sel.distinctClause)];
+    s.groupPositions = outputPositions(grouping);
     this.expr(sel.whereClause, s.id, env, null);
-    this.exprs(sel.groupClause, s.id, env, null, true);
+    for (const g of sel.groupClause ?? []) {
+      const cr = grouping.includes(g) ? bareColumnRef(g) : undefined;
+      if (cr) this.equalities.push({ kind: 'group', label: 'GROUP BY', refs: [this.columnRef(cr, s.id, null, true, false)], operator: null });
+      else this.expr(g, s.id, env, null, true);
+    }
     this.expr(sel.havingClause, s.id, env, null);
     this.exprs(sel.windowClause, s.id, env, null);
     this.exprs(sel.distinctClause, s.id, env, null, true);
@@ -1423,6 +1473,7 @@ class StatementBuilder {
         const op = names(e.name);
         const opName = op[op.length - 1] ?? '';
         if (op.length) this.operators.add(op.join('.'));
+        if (sink === null && this.equality(e, op, scope)) return;
         const concat = e.kind === 'AEXPR_OP' && opName === '||' && (op.length === 1 || (op.length === 2 && op[0] === 'pg_catalog'));
         const next = concat ? this.through(sink, null, 'operator ||') : this.through(sink, aExprLabel(e.kind, op));
         this.expr(e.lexpr, scope, env, next);
@@ -1452,6 +1503,17 @@ class StatementBuilder {
         this.expr(c.defresult, scope, env, this.through(sink, null));
         return;
       }
+      case 'NullTest': {
+        const nt = payload(node, 'NullTest');
+        const cr = sink === null ? bareColumnRef(nt.arg) : undefined;
+        if (cr) {
+          const label = nt.nulltesttype === 'IS_NOT_NULL' ? 'IS NOT NULL' : 'IS NULL';
+          this.equalities.push({ kind: 'null', label, refs: [this.columnRef(cr, scope, null, false, false)], operator: null });
+          return;
+        }
+        this.expr(nt, scope, env, this.through(sink, NODE_LABELS.NullTest ?? 'IS NULL'), outputAlias);
+        return;
+      }
       case 'A_Indirection': {
         const ind = payload(node, 'A_Indirection');
         const fieldsOnly = (ind.indirection ?? []).every((x) => tagOf(x) === 'String');
@@ -1479,18 +1541,50 @@ class StatementBuilder {
     }
   }
 
+  /**
+   * In a condition (no output in sight): `a = b`, `a <> b` or `a IS [NOT] DISTINCT FROM b` between
+   * two bare column references is recorded as an equality use (see EqualityUse) instead of two
+   * filters. Returns false for anything else (a literal, a parameter, an expression on either side).
+   */
+  private equality(e: A_Expr, op: readonly string[], scope: number): boolean {
+    const opName = op[op.length - 1] ?? '';
+    if (op.length > 2 || (op.length === 2 && op[0] !== 'pg_catalog')) return false;
+    let label: string;
+    if (e.kind === 'AEXPR_OP' && (opName === '=' || opName === '<>')) label = `operator ${opName}`;
+    else if (e.kind === 'AEXPR_NOT_DISTINCT' && opName === '=') label = 'IS NOT DISTINCT FROM';
+    else if (e.kind === 'AEXPR_DISTINCT' && opName === '=') label = 'IS DISTINCT FROM';
+    else return false;
+    const l = bareColumnRef(e.lexpr);
+    const r = bareColumnRef(e.rexpr);
+    if (!l || !r) return false;
+    const refs = [this.columnRef(l, scope, null, false, false), this.columnRef(r, scope, null, false, false)];
+    this.equalities.push({ kind: 'equal', label, refs, operator: opName });
+    return true;
+  }
+
   private funcCall(fc: FuncCall, scope: number, env: CteEnv, sink: Sink | null): void {
     this.addFunction(fc.funcname, fc.location, fc.args);
     const parts = names(fc.funcname);
     const fname = parts[parts.length - 1] ?? '';
     const builtin = parts.length === 1 || (parts.length === 2 && parts[0] === 'pg_catalog');
+    // count(DISTINCT a) over a bare column: the number of distinct values, an equality use. The
+    // column's value does not reach the output.
+    const counted = builtin && fname === 'count' && fc.agg_distinct && fc.args?.length === 1 && !fc.agg_order?.length && !fc.over && !fc.func_variadic && !fc.agg_within_group ? bareColumnRef(fc.args[0]) : undefined;
+    if (counted) {
+      this.equalities.push({ kind: 'count distinct', label: 'count(DISTINCT …)', refs: [this.columnRef(counted, scope, null, false, false)], operator: null });
+      this.expr(fc.agg_filter, scope, env, null);
+      return;
+    }
     const spec = builtin ? REDACTABLE_FUNCTIONS.get(fname) : undefined;
     let all: string | null = null;
     if (!spec) all = `function ${parts.join('.')}()`;
     else if (fc.agg_distinct) all = `DISTINCT inside ${fname}()`;
     else if (fc.func_variadic) all = `VARIADIC in ${fname}()`;
     else if (fc.agg_within_group) all = `${fname}() WITHIN GROUP`;
-    else all = spec.check?.(fc.args ?? []) ?? null;
+    else {
+      if (spec.check) this.literalValues = true; // format('%s') vs format('%*s'), substring bounds
+      all = spec.check?.(fc.args ?? []) ?? null;
+    }
     (fc.args ?? []).forEach((a, i) => {
       const data = spec !== undefined && (spec.data === 'all' ? i >= (spec.from ?? 0) : spec.data.includes(i));
       this.expr(a, scope, env, this.through(sink, all ?? (data ? null : `argument ${i + 1} of ${fname}()`)));
@@ -1729,6 +1823,13 @@ const NODE_LABELS: Partial<Record<NodeTag, string>> = {
   A_Indices: 'a subscript',
   SQLValueFunction: 'a SQL value function',
 };
+
+/** A column reference with no `*` (`phone`, `c.phone`): the operand of an equality use. */
+function bareColumnRef(n: Node | undefined): ColumnRef | undefined {
+  const cr = as(n, 'ColumnRef');
+  if (!cr?.fields?.length || !cr.fields.every((f) => tagOf(f) === 'String')) return undefined;
+  return cr;
+}
 
 /** Integer constants in ORDER BY / GROUP BY (grouping sets included) / DISTINCT ON: PostgreSQL reads them as output positions. */
 function outputPositions(list: readonly Node[] | undefined): number[] {

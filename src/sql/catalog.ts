@@ -20,6 +20,11 @@ export interface CatalogColumn {
   readonly typeOid: number;
   /** format_type(): 'integer', 'character varying(200)', 'date'… */
   readonly typeName: string;
+  /**
+   * The column's collation compares bytes for equality (true also for types without collation);
+   * false for a nondeterministic collation ('und-u-ks-level2': 'A' = 'a'); absent when not loaded.
+   */
+  readonly deterministic?: boolean;
 }
 
 export interface CatalogRelation {
@@ -200,8 +205,9 @@ SELECT current_user::text AS current_user,
          WHERE (n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast%') OR n.oid = pg_my_temp_schema()) AS schemas,
        (SELECT coalesce(json_agg(json_build_array(
                   c.oid, n.nspname, c.relname, c.relkind,
-                  (SELECT coalesce(json_agg(json_build_array(a.attname, a.attnum, a.atttypid, format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum), '[]')
-                     FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+                  (SELECT coalesce(json_agg(json_build_array(a.attname, a.attnum, a.atttypid, format_type(a.atttypid, a.atttypmod), coalesce(co.collisdeterministic, true)) ORDER BY a.attnum), '[]')
+                     FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
                   CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN pg_get_viewdef(c.oid) END,
                   CASE WHEN c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') THEN
                     (SELECT coalesce(json_agg(DISTINCT jsonb_build_array(d.refobjid, d.refobjsubid)), '[]')
@@ -264,8 +270,8 @@ export function snapshotFromRow(row: unknown, generation: number, loadedAt: numb
     const columns: CatalogColumn[] = [];
     for (const c of Array.isArray(cols) ? (cols as unknown[]) : []) {
       if (!Array.isArray(c)) continue;
-      const [cname, attnum, typeOid, typeName] = c as unknown[];
-      columns.push(Object.freeze({ name: asString(cname), attnum: asNumber(attnum), typeOid: asNumber(typeOid), typeName: asString(typeName) }));
+      const [cname, attnum, typeOid, typeName, deterministic] = c as unknown[];
+      columns.push(Object.freeze({ name: asString(cname), attnum: asNumber(attnum), typeOid: asNumber(typeOid), typeName: asString(typeName), ...(typeof deterministic === 'boolean' ? { deterministic } : {}) }));
     }
     const dependsOn: { oid: number; attnum: number }[] = [];
     for (const d of Array.isArray(deps) ? (deps as unknown[]) : []) {

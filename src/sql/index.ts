@@ -27,9 +27,10 @@ export type {
   TransactionControl,
   TransactionOp,
   CommandDetail,
+  EqualityUse,
 } from './analyse.ts';
 export { Catalog, CatalogSnapshot, DEFAULT_SEARCH_PATH, CATALOG_QUERY, snapshotFromRow } from './catalog.ts';
 export type { Queryable, CatalogRelation, CatalogColumn, RelKind, RelKindCode, EffectivePath, CatalogOptions } from './catalog.ts';
 export { resolveAccess, viewLineage, columnSources } from './resolve.ts';
-export type { Access, StatementAccess, OutputLineage, ColumnFlow, ViewLineage, SearchPathInput } from './resolve.ts';
+export type { Access, StatementAccess, OutputLineage, ColumnFlow, ViewLineage, SearchPathInput, Equality, EqualityOperand } from './resolve.ts';
 export { commandTag, isDdl } from './commandTag.ts';

@@ -35,6 +35,18 @@ export interface StatementAccess {
   readonly unresolved: readonly string[];
   /** Columns read to choose, join, group or order rows, rather than returned or copied. */
   readonly filters: readonly string[];
+  /**
+   * The part of `filters` read otherwise than through `equalities` (WHERE ssn LIKE '1%', phone =
+   * '+1555…', ORDER BY, a subquery compared…): a column used both ways is listed.
+   */
+  readonly otherFilters: readonly string[];
+  /**
+   * Rows chosen, joined, grouped or deduplicated by equality of bare column references and nothing
+   * else (`a.phone = b.phone`, `USING (phone)`, `GROUP BY phone`, `DISTINCT`, `count(DISTINCT phone)`,
+   * `phone IS NULL`): what such a use tells is which stored values are equal or NULL. The caller
+   * decides per mask (mask-plan.ts allows them over columns hashed with the same key only).
+   */
+  readonly equalities: readonly Equality[];
   /** Lineage of the result columns (SELECT list, RETURNING, COPY (query), cursor and EXPLAIN queries), or null. */
   readonly outputs: readonly OutputLineage[] | null;
   /** Values copied into table columns (INSERT … SELECT/VALUES, UPDATE SET, MERGE, CREATE TABLE AS / SELECT INTO). */
@@ -58,6 +70,32 @@ export interface StatementAccess {
    * the views it reads, recursively. Such code may read any table, masked columns included.
    */
   readonly userCode: readonly string[];
+}
+
+export interface Equality {
+  readonly kind: 'equal' | 'null' | 'group' | 'distinct' | 'count distinct';
+  /** As written, for messages: 'operator =', 'JOIN USING', 'GROUP BY', 'DISTINCT', 'IS NULL'… */
+  readonly label: string;
+  /** The values compared: two or more for 'equal' (a USING column merges all its parts), one otherwise. */
+  readonly operands: readonly EqualityOperand[];
+  /** Why the comparison may not be the built-in equality ('operator =, which is defined outside pg_catalog here'), or null. */
+  readonly shadowed: string | null;
+}
+
+export interface EqualityOperand {
+  /** schema.table.column values that flow into it (closure through views). */
+  readonly sources: readonly string[];
+  /** A stored column's value as stored (through aliases, subqueries, CTEs, UNION ALL, views): no computation. */
+  readonly plain: boolean;
+  /** For a plain operand, the stored columns it may come from, one closure each (see outputBranches); otherwise one branch with all the sources. */
+  readonly branches: readonly (readonly string[])[];
+  /**
+   * The kind of value every column it may come from holds when equality there is equality of the
+   * text form ('text' for text and varchar with a deterministic collation, 'integer' for
+   * smallint/integer/bigint, 'uuid'), so that equal values are exactly those with equal masks;
+   * null when not (numeric 1.0 = 1.00, a case-insensitive collation, citext, unknown columns…).
+   */
+  readonly family: string | null;
 }
 
 export interface ColumnFlow {
@@ -183,6 +221,8 @@ function computeAccess(analysis: AnalysisOk, snap: CatalogSnapshot, path: Effect
       unknownTables: sorted(r.unknownTables),
       unresolved: sorted(r.unresolved),
       filters: sorted(r.filters),
+      otherFilters: sorted(r.otherFilters),
+      equalities: Object.freeze(r.equalityList()),
       outputs: outputs ? Object.freeze(outputs) : null,
       flows: Object.freeze(flows),
       unsafe: Object.freeze([...r.unsafe].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([column, why]) => Object.freeze({ column, why }))),
@@ -317,6 +357,7 @@ function parsedLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation):
     if (out?.plain && branchesOf(out).length <= 1) plainColumns.add(c.name);
     for (const s of src) covered.add(s);
   });
+  // Every filter of the definition, equality uses included: a view is judged as a whole (conservative).
   const filters = new Set(r.filters);
   // Cross-check with pg_depend: whatever the database says the view reads and the lineage does not
   // place in an output is counted as read to choose rows (conservative).
@@ -467,17 +508,30 @@ const SCALAR_TYPES = new Set([
   'inet', 'cidr', 'macaddr', 'macaddr8', 'bit', 'bit varying', 'oid',
 ]);
 
+/** Types whose equality is equality of the text form PostgreSQL prints (a hash mask hashes that form), by family: comparable with each other. */
+const EQUALITY_FAMILIES: ReadonlyMap<string, string> = new Map([
+  ['text', 'text'],
+  ['character varying', 'text'],
+  ['smallint', 'integer'],
+  ['integer', 'integer'],
+  ['bigint', 'integer'],
+  ['uuid', 'uuid'],
+]);
+
 class StatementResolver {
   readonly tables = new Set<string>();
   readonly tablesWritten = new Set<string>();
   readonly read = new Set<string>();
   readonly written = new Set<string>();
   readonly filters = new Set<string>();
+  /** See StatementAccess.otherFilters. */
+  readonly otherFilters = new Set<string>();
   readonly unknownTables = new Set<string>();
   readonly unresolved = new Set<string>();
   /** Column -> the first step off the redaction allow-list its value goes through (see StatementAccess.unsafe). */
   readonly unsafe = new Map<string, string>();
   readonly userCode = new Set<string>();
+  private readonly equalities = new Map<string, Equality>();
   private readonly rels: RelRes[];
   /** Set-operation branch -> its set operation: a branch's rows go where the set operation's go. */
   private readonly branchOf = new Map<number, number>();
@@ -529,6 +583,7 @@ class StatementResolver {
         for (const f of vl.filters) {
           this.read.add(f);
           this.filters.add(f);
+          this.otherFilters.add(f);
         }
         for (const u of vl.userCode) this.userCode.add(u);
         // What the definition computes runs whenever the view is read: conservatively, all of it.
@@ -558,6 +613,8 @@ class StatementResolver {
     const flowRefs = new Set<number>();
     for (const s of this.st.scopes) for (const o of s.outputs) for (const r of o.refs) outputRefs.add(r);
     for (const f of this.st.flows) if ('refs' in f.source) for (const r of f.source.refs) flowRefs.add(r);
+    const equalityRefs = new Set<number>();
+    for (const eq of this.st.equalities) for (const r of eq.refs) equalityRefs.add(r);
     // Build every block's ranges (USING / NATURAL join columns are read there).
     for (let i = 0; i < this.st.scopes.length; i++) this.ranges(i);
     // Blocks inside WITH RECURSIVE bodies: a computed value there may grow at every step
@@ -571,9 +628,11 @@ class StatementResolver {
       if (outputRefs.has(i) && this.scope(ref.scope).existsOnly && !judged?.computed) return;
       const { src } = this.resolveRef(ref);
       const filter = judged?.test === true || (!outputRefs.has(i) && !flowRefs.has(i));
+      const other = filter && !equalityRefs.has(i);
       for (const s of src) {
         this.read.add(s);
         if (filter) this.filters.add(s);
+        if (other) this.otherFilters.add(s);
         if (!judged || this.unsafe.has(s)) continue;
         if (judged.unsafe !== null) this.unsafe.set(s, judged.unsafe);
         else if (judged.computed && !this.scalar(s)) this.unsafe.set(s, `a computation over ${s}, which is not of a built-in scalar type`);
@@ -585,14 +644,33 @@ class StatementResolver {
       for (const s of srcs) {
         this.read.add(s);
         this.filters.add(s);
+        this.otherFilters.add(s);
       }
     };
+    for (const eq of this.st.equalities) {
+      const operands = eq.refs.map((i) => this.st.columns[i]).filter((c): c is ColumnRefInfo => c !== undefined).map((c) => this.operand(this.resolveRef(c)));
+      this.addEquality(eq.kind, eq.label, operands, eq.operator);
+    }
     for (const sc of this.st.scopes) {
-      const compared = sc.distinct || (sc.setOp !== null && !(sc.setOp.op === 'UNION' && sc.setOp.all));
-      if (!compared && !sc.positions.length) continue;
+      // SELECT DISTINCT and GROUP BY <position> compare whole outputs for equality only; set
+      // operations other than UNION ALL, ORDER BY and DISTINCT ON positions are filters.
+      const compared = sc.setOp !== null && !(sc.setOp.op === 'UNION' && sc.setOp.all);
+      if (!compared && !sc.distinct && !sc.positions.length && !sc.groupPositions.length) continue;
       const outs = this.outputs(sc.id);
       if (compared) for (const o of outs) choose(o.src);
+      if (sc.distinct) {
+        for (const o of outs) {
+          this.equalityRead(o.src);
+          this.addEquality('distinct', 'DISTINCT', [this.operand(o)], null);
+        }
+      }
       for (const p of sc.positions) choose(outs[p - 1]?.src ?? []);
+      for (const p of sc.groupPositions) {
+        const o = outs[p - 1];
+        if (!o) continue;
+        this.equalityRead(o.src);
+        this.addEquality('group', 'GROUP BY', [this.operand(o)], null);
+      }
     }
     for (const c of this.st.ctes) if (c.searchOrCycle && c.scope >= 0) for (const o of this.outputs(c.scope)) choose(o.src);
     for (const ca of this.st.columnAccess) {
@@ -635,6 +713,55 @@ class StatementResolver {
     }
     this.chains.set(scope, res);
     return res;
+  }
+
+  /** Columns read by an equality use: filters, not otherFilters. */
+  private equalityRead(srcs: Iterable<string>): void {
+    for (const x of srcs) {
+      this.read.add(x);
+      this.filters.add(x);
+    }
+  }
+
+  /** Equality uses found (each once). */
+  equalityList(): Equality[] {
+    return [...this.equalities.values()];
+  }
+
+  private addEquality(kind: Equality['kind'], label: string, operands: EqualityOperand[], operator: string | null): void {
+    const name = operator === null ? null : `operator ${operator}`;
+    const shadowed = name !== null && this.snap.shadows.has(name) ? `${name}, which is defined outside pg_catalog here` : null;
+    const eq: Equality = Object.freeze({ kind, label, operands: Object.freeze(operands), shadowed });
+    const key = JSON.stringify(eq);
+    if (!this.equalities.has(key)) this.equalities.set(key, eq);
+  }
+
+  /** An operand of an equality use: what it may come from, and whether equal values there are equal masks. */
+  private operand(x: { readonly src: Iterable<string>; readonly plain: boolean; readonly branches?: Branches }): EqualityOperand {
+    const sources = sorted(new Set(x.src));
+    const branches = x.plain ? branchesOf(x).map((b) => sorted(b)) : [sources];
+    let family: string | null = null;
+    for (const s of sources) {
+      const f = this.equalityFamily(s);
+      if (f === null || (family !== null && f !== family)) {
+        family = null;
+        break;
+      }
+      family = f;
+    }
+    return Object.freeze({ sources, plain: x.plain, branches: Object.freeze(branches), family });
+  }
+
+  /** See EqualityOperand.family, for one column. */
+  private equalityFamily(source: string): string | null {
+    const parts = source.split('.');
+    if (parts.length !== 3) return null;
+    const col = this.snap.relation(parts[0]!, parts[1]!)?.columnByName.get(parts[2]!);
+    if (!col) return null;
+    const family = EQUALITY_FAMILIES.get(col.typeName.replace(/\(\d+\)$/, '')) ?? null;
+    // A nondeterministic collation ('und-u-ks-level2') makes differently written values equal.
+    if (family === 'text' && col.deterministic !== true) return null;
+    return family;
   }
 
   /** The column is of a built-in scalar type (not an array, domain, composite or user-defined type). */
@@ -747,13 +874,19 @@ class StatementResolver {
         for (const name of merged) {
           const src = new Set<string>();
           for (const c of [...lstar, ...rstar]) if (c.name === name) for (const s of c.src) src.add(s);
-          for (const r of [...left, ...right]) if (r.cols === null && r.unknownPrefix) src.add(`${r.unknownPrefix}.${name}`);
-          for (const s of src) {
-            this.read.add(s);
-            this.filters.add(s);
+          // The join compares its parts with operator = and nothing else: an equality use. Columns of
+          // relations missing from the catalog are filters (and refused over masked tables anyway).
+          this.equalityRead(src);
+          for (const r of [...left, ...right]) {
+            if (r.cols !== null || !r.unknownPrefix) continue;
+            const x = `${r.unknownPrefix}.${name}`;
+            this.equalityRead([x]);
+            this.otherFilters.add(x);
+            src.add(x);
           }
           const plain = [...lstar, ...rstar].every((c) => c.name !== name || c.plain);
           const parts = [...lstar, ...rstar].filter((c) => c.name === name);
+          if (parts.length) this.addEquality('equal', item.natural ? 'NATURAL JOIN' : 'JOIN USING', parts.map((c) => this.operand(c)), '=');
           star.push({ name, src: [...src], plain, ...(plain && parts.length > 1 ? { branches: mergeBranches(parts) } : {}) });
         }
         for (const c of [...lstar, ...rstar]) if (!mergedSet.has(c.name)) star.push(c);
@@ -861,7 +994,12 @@ class StatementResolver {
         // ORDER BY / GROUP BY / DISTINCT ON: a bare name may be an output column (PostgreSQL picks
         // per clause); count both readings.
         const out = this.outputs(scope).find((o) => o.name === name);
-        if (out) return { src: [...(col?.src ?? []), ...out.src], plain: false };
+        if (out) {
+          // Plain only when both readings are (`SELECT phone … GROUP BY phone`).
+          const both = col ? [col, out] : [out];
+          const plain = both.every((x) => x.plain);
+          return { src: [...(col?.src ?? []), ...out.src], plain, ...(plain ? { branches: mergeBranches(both) } : {}) };
+        }
       }
       if (col) return col;
       // Not a known column: a whole-row reference, or a field of a composite value (both, if both fit).

@@ -10,7 +10,7 @@ import { effectiveRole, parsePolicy, type EffectiveRole } from '../../src/policy
 import { useCatalogDb } from '../sql/fixture.ts';
 
 
-const policy = parsePolicy({
+const policyDoc: Record<string, unknown> = {
   pii: {
     'public.customers.email': 'email',
     'public.customers.iban': { mask: 'partial', keep_last: 4 },
@@ -20,7 +20,9 @@ const policy = parsePolicy({
   },
   roles: { support: { groups: ['support'] }, writer: { groups: ['writer'], write: true } },
   mask_key: 'mask-key-for-the-decide-tests-0123',
-});
+  hash_equality: true,
+};
+const policy = parsePolicy(policyDoc);
 const support = effectiveRole(policy, { kind: 'person', sub: 's', groups: ['support'] } as never) as EffectiveRole;
 const writer = effectiveRole(policy, { kind: 'person', sub: 'w', groups: ['writer'] } as never) as EffectiveRole;
 
@@ -37,6 +39,21 @@ function outcome(sql: string, role?: EffectiveRole): string {
   if (d.kind === 'refuse') return `refuse ${d.refusal.rule}`;
   return (d.plan?.columns ?? []).map((c) => c?.label ?? '-').join(' ');
 }
+
+describe('equality between hash columns is off unless the policy turns it on (hash_equality)', () => {
+  it('refuses a.phone = b.phone, GROUP BY phone and count(DISTINCT phone) by default; IS NULL stays allowed', () => {
+    const { hash_equality: _on, ...rest } = policyDoc;
+    const off = effectiveRole(parsePolicy(rest), { kind: 'person', sub: 's', groups: ['support'] } as never) as EffectiveRole;
+    const rule = (sql: string, role: EffectiveRole) => {
+      const d = judge(sql, role);
+      return d.kind === 'refuse' ? d.refusal.rule : 'allow';
+    };
+    const forms = ['SELECT a.id FROM customers a JOIN customers b ON a.phone = b.phone', 'SELECT phone, count(*) FROM customers GROUP BY phone', 'SELECT count(DISTINCT phone) FROM customers'];
+    expect(forms.map((f) => rule(f, off))).toEqual(Array(3).fill('mask.inference'));
+    expect(forms.map((f) => rule(f, support))).toEqual(Array(3).fill('allow'));
+    expect(rule('SELECT id FROM customers WHERE phone IS NULL', off)).toBe('allow');
+  });
+});
 
 describe('computed outputs over masked columns', () => {
   it('are redacted when every step is on the allow-list', () => {
@@ -178,5 +195,153 @@ describe('what the allow-list depends on in the catalog', () => {
       'CREATE TEMP TABLE U&"\\0074ext" (a int)',
     ]) expect(outcome(sql, writer), sql).toBe('refuse mask.shadow_type');
     expect(outcome('CREATE DOMAIN pg_temp.short_text AS pg_catalog.text', writer)).toBe('');
+  });
+});
+
+describe('hash-masked columns: equality with another column hashed with the same key, and nothing else', () => {
+  it('joins, grouping, DISTINCT, count(DISTINCT) and NULL tests over hash-masked plain references run, with hashed outputs', () => {
+    const allowed: [string, string][] = [
+      ['SELECT a.id, b.id FROM customers a JOIN customers b ON a.phone = b.phone AND a.id <> b.id', '- -'],
+      ['SELECT a.id, a.phone FROM customers a, customers b WHERE a.phone = b.phone AND b.id = 1', '- hash'],
+      ['SELECT a.id FROM customers a JOIN customers b ON a.phone IS NOT DISTINCT FROM b.phone', '-'],
+      ['SELECT a.id FROM customers a JOIN customers b ON a.phone OPERATOR(pg_catalog.=) b.phone', '-'],
+      ['SELECT a.id FROM customers a JOIN customers b ON NOT (a.phone <> b.phone) OR a.phone IS DISTINCT FROM b.phone', '-'],
+      ['SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.phone = c.phone AND d.id <> c.id)', '-'],
+      ['SELECT phone, a.id, b.id FROM customers a JOIN customers b USING (phone)', 'hash - -'],
+      ['SELECT x.id FROM (SELECT id, phone FROM customers) x NATURAL JOIN (SELECT id, phone FROM eu_customers) y', '-'],
+      ['WITH x AS (SELECT id, phone FROM customers WHERE id = 1) SELECT c.id FROM customers c JOIN x ON c.phone = x.phone', '-'],
+      ['SELECT e.id FROM eu_customers e JOIN customers c ON c.phone = e.phone', '-'],
+      ['SELECT phone, count(*) FROM customers GROUP BY phone', 'hash -'],
+      ['SELECT phone, count(*) FROM customers GROUP BY 1', 'hash -'],
+      ['SELECT c.phone AS p, count(*) FROM customers c GROUP BY p HAVING count(*) > 1', 'hash -'],
+      ['SELECT region, count(*) FROM customers GROUP BY region, phone HAVING phone IS NOT NULL', '- -'],
+      ['SELECT DISTINCT phone FROM customers', 'hash'],
+      ['SELECT DISTINCT region, phone FROM customers', '- hash'],
+      ['SELECT count(*) FROM (SELECT DISTINCT phone FROM customers) s', '-'],
+      ['SELECT count(DISTINCT phone), count(DISTINCT c.phone) FILTER (WHERE region = \'EU\') FROM customers c', '- -'],
+      ['SELECT region, count(DISTINCT phone) FROM customers GROUP BY region HAVING count(DISTINCT phone) > 1', '- -'],
+      ['SELECT id FROM customers WHERE phone IS NULL', '-'],
+      ['SELECT id, email FROM customers WHERE phone IS NOT NULL AND region = \'EU\'', '- email'],
+    ];
+    for (const [sql, want] of allowed) expect(outcome(sql), sql).toBe(want);
+    // The audit record names the hashed output as usual.
+    const d = judge('SELECT phone, count(*) FROM customers GROUP BY phone');
+    expect(d.kind === 'allow' && d.maskedFields).toEqual({ 'public.customers.phone': 'hash' });
+  });
+
+  it('a literal, a parameter, a subquery or any expression on the other side is a dictionary oracle: refused', () => {
+    for (const sql of [
+      "SELECT id FROM customers WHERE phone = '+4930123'",
+      'SELECT id FROM customers WHERE phone = $1',
+      "SELECT id FROM customers WHERE '+4930123' = phone",
+      "SELECT id FROM customers WHERE phone IS NOT DISTINCT FROM '+4930123'",
+      "SELECT id FROM customers WHERE phone <> '+4930123'",
+      'SELECT id FROM customers WHERE phone = (SELECT phone FROM customers WHERE id = 1)',
+      "SELECT id FROM customers WHERE phone = ANY (ARRAY['+4930123', '+3314567'])",
+      "SELECT id FROM customers WHERE phone IN ('+4930123', '+3314567')",
+      'SELECT id FROM customers WHERE phone IN (SELECT phone FROM customers)',
+      "SELECT id FROM customers WHERE phone > '+4'",
+      "SELECT id FROM customers WHERE phone LIKE '+49%'",
+      "SELECT id FROM customers WHERE phone BETWEEN '+4' AND '+5'",
+      "SELECT id FROM customers WHERE (phone, id) = ('+4930123', 1)",
+      "SELECT id FROM customers WHERE phone = '+4930123'::text",
+      "SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM (VALUES ('+4930123')) v(p) WHERE v.p = c.phone)",
+      "WITH g(phone) AS (VALUES ('+4930123')) SELECT c.id FROM customers c JOIN g USING (phone)",
+      "WITH x AS (SELECT phone FROM customers UNION ALL SELECT '+4930123') SELECT c.id FROM customers c JOIN x ON c.phone = x.phone",
+      'SELECT a.id FROM customers a JOIN customers b ON a.phone = lower(b.phone)',
+      'SELECT a.id FROM customers a JOIN customers b ON lower(a.phone) = lower(b.phone)',
+      'SELECT a.id FROM customers a JOIN customers b ON a.phone = b.phone COLLATE "C"',
+      'SELECT a.id FROM customers a JOIN customers b ON a.phone = b.region',
+      'SELECT a.id FROM customers a JOIN customers b ON a.phone = b.email',
+      'SELECT a.id FROM customers a JOIN customers b ON a.phone = b.ssn',
+      'SELECT id FROM customers c JOIN (SELECT region AS phone FROM customers) r USING (phone)',
+      'SELECT id FROM customers a JOIN billing.customers b ON a.phone = b.note',
+    ]) expect(outcome(sql), sql).toBe('refuse mask.inference');
+    // A hash column whose value the caller just wrote (a writable CTE) would be a chosen value: writing it is refused.
+    expect(outcome("WITH ins AS (INSERT INTO customers (email, phone) VALUES ('x', '+4930123') RETURNING phone) SELECT c.id FROM customers c JOIN ins ON c.phone = ins.phone", writer)).toBe('refuse mask.copy_into');
+    expect(outcome("WITH u AS (UPDATE customers SET phone = '+4930123' WHERE id = 1 RETURNING phone) SELECT c.id FROM customers c JOIN u USING (phone)", writer)).toBe('refuse mask.copy_into');
+    expect(judge("SELECT id FROM customers WHERE phone = '+4930123'")).toMatchObject({ refusal: { message: expect.stringMatching(/hash.*literal, a parameter or an expression would test guesses/) } });
+    expect(judge('SELECT a.id FROM customers a JOIN customers b ON a.phone = b.region')).toMatchObject({ refusal: { message: expect.stringMatching(/compares it with public\.customers\.region, which is not \(in every branch\) a column hashed with the same key/) } });
+  });
+
+  it('order, ranges, computed grouping and the other masks stay refused', () => {
+    for (const sql of [
+      'SELECT id FROM customers ORDER BY phone',
+      'SELECT phone FROM customers ORDER BY 1',
+      'SELECT DISTINCT phone FROM customers ORDER BY 1',
+      'SELECT phone, count(*) FROM customers GROUP BY phone ORDER BY phone',
+      'SELECT DISTINCT ON (phone) id FROM customers',
+      'SELECT id, row_number() OVER (PARTITION BY phone) FROM customers',
+      'SELECT count(*) FROM customers GROUP BY lower(phone)',
+      'SELECT count(*) FROM customers GROUP BY ROLLUP (phone)',
+      'SELECT lower(phone) AS phone FROM customers GROUP BY phone',
+      'SELECT phone FROM customers UNION SELECT phone FROM customers',
+      'SELECT phone FROM customers INTERSECT SELECT phone FROM customers',
+      'SELECT DISTINCT lower(phone) FROM customers',
+      'SELECT DISTINCT c FROM customers c',
+      'SELECT id FROM customers c WHERE c IS NOT NULL',
+      // the same shapes over columns masked otherwise than with hash
+      'SELECT a.id FROM customers a JOIN customers b ON a.ssn = b.ssn',
+      'SELECT a.id FROM customers a JOIN customers b USING (email)',
+      'SELECT email, count(*) FROM customers GROUP BY email',
+      'SELECT DISTINCT iban FROM customers',
+      'SELECT count(DISTINCT ssn) FROM customers',
+      'SELECT id FROM customers WHERE date_of_birth IS NULL',
+    ]) expect(outcome(sql), sql).toBe('refuse mask.inference');
+    for (const sql of ["SELECT string_agg(DISTINCT phone, ',') FROM customers", 'SELECT count(DISTINCT lower(phone)) FROM customers', 'SELECT count(DISTINCT phone ORDER BY phone) FROM customers']) {
+      expect(outcome(sql), sql).toMatch(/^refuse mask\.(computed|inference)$/);
+    }
+  });
+
+  it('a view whose definition compares hash-masked columns is still refused (judged as a whole); the comparison made outside it is not', async () => {
+    await env.client.query('CREATE VIEW shared_phones AS SELECT a.id FROM customers a JOIN customers b ON a.phone = b.phone AND a.id <> b.id');
+    env.catalog.invalidate();
+    await env.catalog.ready();
+    expect(outcome('SELECT id FROM shared_phones')).toBe('refuse mask.inference');
+    expect(outcome('SELECT e.id FROM eu_customers e JOIN eu_customers f USING (phone)')).toBe('-');
+  });
+
+  it('only where equal values print alike: not numeric, not a nondeterministic collation, not across types', async () => {
+    await env.client.query(`CREATE TABLE public.hashed_things (id int, n numeric, i int, b bigint, t text, v varchar(20), u uuid)`);
+    let icu = true;
+    try {
+      await env.client.query("CREATE COLLATION public.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)");
+      await env.client.query('ALTER TABLE public.hashed_things ADD COLUMN ci text COLLATE public.ci');
+    } catch {
+      icu = false; // PostgreSQL built without ICU
+    }
+    env.catalog.invalidate();
+    await env.catalog.ready();
+    const p = parsePolicy({
+      pii: Object.fromEntries(['n', 'i', 'b', 't', 'v', 'u', 'ci'].map((c) => [`public.hashed_things.${c}`, 'hash'])),
+      roles: { support: { groups: ['support'] } },
+      mask_key: 'mask-key-for-the-decide-tests-0123',
+      hash_equality: true,
+    });
+    const role = effectiveRole(p, { kind: 'person', sub: 's', groups: ['support'] } as never) as EffectiveRole;
+    const run = (sql: string): string => {
+      const a = analyse(sql);
+      const d = decide(a, resolveAccess(a, env.catalog.current!), role, p.maskKey);
+      return d.kind === 'refuse' ? `refuse ${d.refusal.rule}` : 'allow';
+    };
+    const pair = (x: string, y: string): string => run(`SELECT a.id FROM hashed_things a JOIN hashed_things b ON a.${x} = b.${y}`);
+    expect([pair('t', 't'), pair('t', 'v'), pair('v', 'v'), pair('i', 'i'), pair('i', 'b'), pair('u', 'u')]).toEqual(Array(6).fill('allow'));
+    // numeric: 1.0 = 1.00 but their hashes differ; text against integer: not the same kind of value
+    expect([pair('n', 'n'), run('SELECT count(DISTINCT n) FROM hashed_things'), run('SELECT n FROM hashed_things GROUP BY n')]).toEqual(Array(3).fill('refuse mask.inference'));
+    expect(run('SELECT id FROM hashed_things WHERE n IS NULL')).toBe('allow');
+    if (icu) {
+      expect([pair('ci', 'ci'), run('SELECT DISTINCT ci FROM hashed_things')]).toEqual(['refuse mask.inference', 'refuse mask.inference']);
+      expect(run('SELECT id FROM hashed_things WHERE ci IS NOT NULL')).toBe('allow');
+    }
+    // An operator = defined outside pg_catalog could be the one PostgreSQL picks: fail closed.
+    await env.client.query('CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = texteq)');
+    env.catalog.invalidate();
+    await env.catalog.ready();
+    expect(pair('t', 't')).toBe('refuse mask.inference');
+    expect(run('SELECT t, count(*) FROM hashed_things GROUP BY t')).toBe('allow');
+    await env.client.query('DROP OPERATOR public.= (text, text)');
+    env.catalog.invalidate();
+    await env.catalog.ready();
+    expect(pair('t', 't')).toBe('allow');
   });
 });

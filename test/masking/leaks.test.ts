@@ -27,7 +27,7 @@ ANALYZE customers;
 `;
 
 beforeAll(async () => {
-  stack = await startStack({ poolMode: 'transaction', config: { ...demoPolicy('mask-key-for-the-leak-tests-0123456789'), roles: { ...(demoPolicy('x').roles as object), auditor: { groups: ['auditor'], deny: ['public.customers.ssn'] } } } });
+  stack = await startStack({ poolMode: 'transaction', config: { ...demoPolicy('mask-key-for-the-leak-tests-0123456789'), hash_equality: true, roles: { ...(demoPolicy('x').roles as object), auditor: { groups: ['auditor'], deny: ['public.customers.ssn'] } } } });
   await stack.sql(SETUP);
   const pii = await stack.sql<{ v: string }>(`SELECT unnest(ARRAY[email, iban, ssn, date_of_birth::text, phone]) AS v FROM customers WHERE ${TARGET_IDS}`);
   const base = await stack.sql<{ t: string }>(`SELECT string_agg(concat_ws('|', id, full_name, region, plan_tier, created_at::text), '|') AS t FROM customers
@@ -150,6 +150,40 @@ describe('no masked value gets out', () => {
     });
     const rec2 = await stack.sql("SELECT masked_fields FROM scalple_audit.records WHERE record_type = 'intent' AND statement LIKE 'SELECT email FROM customers WHERE id = 1 UNION ALL%'");
     expect(rec2.rows[0]!.masked_fields).toEqual({ 'public.customers.email': 'redact (mixed sources)', 'public.customers.iban': 'redact (mixed sources)' });
+  });
+
+  it('hash-masked columns compare for equality with each other (join, USING, GROUP BY, DISTINCT, count(DISTINCT), IS NULL) and come back hashed; a guess is refused', async () => {
+    const [p450] = (await stack.sql<{ phone: string }>('SELECT phone FROM customers WHERE id = 450')).rows;
+    const [p451] = (await stack.sql<{ phone: string }>('SELECT phone FROM customers WHERE id = 451')).rows;
+    // Two customers sharing a phone number.
+    await stack.sql('UPDATE customers SET phone = (SELECT phone FROM customers WHERE id = 450) WHERE id = 451');
+    const c = await stack.connect('alice@example.com');
+    try {
+      const own = await c.query('SELECT id, phone FROM customers WHERE id IN (450, 452) ORDER BY id');
+      const [h450, h452] = own.rows.map((r) => r.phone as string);
+      expect(h450).toMatch(/^h:[0-9a-f]{16}$/);
+      const pairs = await c.query('SELECT a.id AS a, b.id AS b, a.phone AS pa, b.phone AS pb FROM customers a JOIN customers b ON a.phone = b.phone AND a.id < b.id');
+      expect(pairs.rows).toEqual([{ a: '450', b: '451', pa: h450, pb: h450 }]);
+      const same = await c.query('SELECT id FROM customers c WHERE EXISTS (SELECT 1 FROM customers d WHERE d.phone = c.phone AND d.id <> c.id) ORDER BY id');
+      expect(same.rows.map((r) => r.id)).toEqual(['450', '451']);
+      const using = await c.query('SELECT phone, a.id AS a FROM customers a JOIN customers b USING (phone) WHERE a.id IN (450, 452) AND b.id <> 451 ORDER BY a.id');
+      expect(using.rows).toEqual([{ phone: h450, a: '450' }, { phone: h452, a: '452' }]);
+      const dup = await c.query('SELECT phone, count(*)::int AS n FROM customers GROUP BY phone HAVING count(*) > 1');
+      expect(dup.rows).toEqual([{ phone: h450, n: 2 }]);
+      const distinct = await c.query('SELECT DISTINCT phone FROM customers WHERE id BETWEEN 450 AND 452');
+      expect(distinct.rows.map((r) => r.phone).sort()).toEqual([h450, h452].sort());
+      const counted = await c.query('SELECT count(DISTINCT phone)::int AS n, count(*) FILTER (WHERE phone IS NULL)::int AS nulls FROM customers');
+      const direct = await stack.sql<{ n: number; nulls: number }>('SELECT count(DISTINCT phone)::int AS n, count(*) FILTER (WHERE phone IS NULL)::int AS nulls FROM customers');
+      expect(counted.rows[0]).toEqual(direct.rows[0]);
+      // The clear value never comes back, and guessing it is refused, as a literal or a parameter.
+      expect(JSON.stringify([pairs.rows, using.rows, dup.rows, distinct.rows])).not.toContain(p450!.phone);
+      await expect(c.query(`SELECT id FROM customers WHERE phone = '${p450!.phone}'`)).rejects.toMatchObject({ code: '42501', message: expect.stringContaining('hash') });
+      await expect(c.query('SELECT id FROM customers WHERE phone = $1', [p450!.phone])).rejects.toMatchObject({ code: '42501' });
+      await expect(c.query('SELECT a.id FROM customers a JOIN customers b ON a.phone = b.full_name')).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await c.end();
+      await stack.sql(`UPDATE customers SET phone = '${p451!.phone}' WHERE id = 451`);
+    }
   });
 
   it('keeps literals and parameters compared with masked columns out of the audit log', async () => {

@@ -215,6 +215,73 @@ describe('computed outputs come back redacted, and are not oracles', () => {
   });
 });
 
+describe('texts that differ only in literals', () => {
+  it('do not reuse an analysis that read a literal: ORDER BY 1 then ORDER BY 2, format strings, DISTINCT ON, EXPLAIN options', async () => {
+    const pairs: [string, string][] = [
+      ['SELECT id, ssn FROM customers WHERE id <= 5 ORDER BY 1', 'SELECT id, ssn FROM customers WHERE id <= 5 ORDER BY 2'],
+      ['SELECT DISTINCT ON (1) id, email FROM customers WHERE id <= 5', 'SELECT DISTINCT ON (2) id, email FROM customers WHERE id <= 5'],
+      ['SELECT phone, max(ssn) FROM customers WHERE id <= 5 GROUP BY 1', 'SELECT phone, max(ssn) FROM customers WHERE id <= 5 GROUP BY 2'],
+      ["SELECT id, format('%s', ssn, 'x') FROM customers WHERE id <= 2", "SELECT id, format('%*s', ssn, 'x') FROM customers WHERE id <= 2"],
+      ['EXPLAIN (ANALYZE 0) DELETE FROM payments WHERE id = -1', 'EXPLAIN (ANALYZE 1) DELETE FROM payments WHERE id = -1'],
+    ];
+    for (const [first, second] of pairs) {
+      const a = await q(first);
+      const b = await q(second);
+      expect(`${a.errors.map((e) => e.code).join(',') || 'ok'} / ${b.errors.map((e) => e.code).join(',') || 'ok'}`, second).toBe('ok / 42501');
+    }
+  });
+});
+
+describe('hash-masked columns: equality between hashed columns only', () => {
+  it('a guess of the clear value is refused in every form that compares it; equality between hashed columns returns hashes only', async () => {
+    const [row] = (await stack.sql<{ phone: string }>('SELECT phone FROM customers WHERE id = 1')).rows;
+    const phone1 = row!.phone;
+    const guesses = [
+      `SELECT id FROM customers WHERE phone = '${phone1}'`,
+      `SELECT id FROM customers WHERE phone IS NOT DISTINCT FROM '${phone1}'`,
+      `SELECT count(*) FROM customers WHERE phone <> '${phone1}'`,
+      `SELECT id FROM customers WHERE phone IN ('${phone1}', 'x')`,
+      `SELECT id FROM customers WHERE phone = lower('${phone1}')`,
+      `SELECT id FROM customers WHERE phone = (SELECT '${phone1}')`,
+      `WITH g(p) AS (VALUES ('${phone1}')) SELECT c.id FROM customers c JOIN g ON c.phone = g.p`,
+      `WITH g(phone) AS (SELECT '${phone1}'::text) SELECT c.id FROM customers c JOIN g USING (phone)`,
+      `SELECT c.id FROM customers c JOIN (SELECT phone FROM customers WHERE id = 2 UNION ALL SELECT '${phone1}') g ON c.phone = g.phone`,
+      `SELECT c.id FROM customers c JOIN orders o ON c.phone = o.status`,
+      `SELECT id FROM customers WHERE phone < '${phone1}'`,
+      `SELECT id FROM customers ORDER BY phone LIMIT 1`,
+    ];
+    const outcomes: string[] = [];
+    for (const sql of guesses) {
+      const r = await q(sql);
+      outcomes.push(`${r.errors.map((e) => e.code).join(',')}:${r.rows.length}`);
+    }
+    expect(outcomes).toEqual(guesses.map(() => '42501:0'));
+    const ok = await q('SELECT a.phone, b.phone, count(*) FROM customers a JOIN customers b ON a.phone = b.phone GROUP BY a.phone, b.phone HAVING count(*) >= 1');
+    expect(ok.errors).toEqual([]);
+    expect(ok.rows.length).toBeGreaterThan(100);
+    expect(ok.rows.every(([a, b]) => a === b && /^h:[0-9a-f]{16}$/.test(a ?? ''))).toBe(true);
+    expect(leaked(ok.text, pii)).toEqual([]);
+  });
+
+  // KNOWN HOLE (README, Known limitations): the proxy does not choose the plan. With an index on
+  // the hashed column, PostgreSQL answers an equality join with a merge join over that index, and
+  // the rows (and what LIMIT keeps) come in the order of the clear value — what ORDER BY phone is
+  // refused for. Closing it needs the proxy to reorder rows (session.ts) and refuse LIMIT and
+  // order-sensitive aggregates next to hash equality, or the comparison to run on a keyed digest
+  // upstream. This test fails while the hole is open; it.fails keeps the suite green until then.
+  it.fails('rows joined by equality of a hashed column do not come back in the order of its clear value', async () => {
+    await stack.sql('CREATE INDEX customers_phone_hole ON customers (phone); ANALYZE customers');
+    try {
+      const r = await q('SELECT a.id FROM customers a JOIN customers b ON a.phone = b.phone LIMIT 20');
+      const clear = await stack.sql<{ id: string }>('SELECT id::text AS id FROM customers ORDER BY phone LIMIT 20');
+      expect(r.errors).toEqual([]);
+      expect(r.rows.map(([id]) => id)).not.toEqual(clear.rows.map((x) => x.id));
+    } finally {
+      await stack.sql('DROP INDEX customers_phone_hole; ANALYZE customers');
+    }
+  });
+});
+
 describe('errors', () => {
   it('messages that print a value without quotes are scrubbed too (chr, make_date, get_byte, set_bit)', async () => {
     const texts: string[] = [];

@@ -298,3 +298,35 @@ describe('texts, errors, caching', () => {
     expect(Object.isFrozen(ok(sql).statements[0]?.columns)).toBe(true);
   });
 });
+
+describe('equality uses and literal values', () => {
+  it('records equality between two bare column references, NULL tests, GROUP BY columns and count(DISTINCT) apart from filters', () => {
+    const uses = (sql: string) => {
+      const s = one(sql);
+      return s.equalities.map((e) => `${e.kind}:${e.label}:${e.refs.map((r) => [...(s.columns[r]?.qualifier ?? []), s.columns[r]?.name].join('.')).join(',')}`);
+    };
+    expect(uses('SELECT 1 FROM customers a JOIN customers b ON a.phone = b.phone WHERE a.phone IS NOT DISTINCT FROM b.phone AND NOT (a.id <> b.id)')).toEqual([
+      'equal:operator =:a.phone,b.phone',
+      'equal:IS NOT DISTINCT FROM:a.phone,b.phone',
+      'equal:operator <>:a.id,b.id',
+    ]);
+    expect(uses('SELECT phone, count(DISTINCT email) FROM customers WHERE ssn IS NULL GROUP BY phone, 1, lower(iban)')).toEqual([
+      'count distinct:count(DISTINCT …):email',
+      'null:IS NULL:ssn',
+      'group:GROUP BY:phone',
+    ]);
+    // A literal, a parameter or an expression on either side is not one.
+    expect(uses("SELECT 1 FROM customers WHERE phone = 'x' OR phone = $1 OR lower(phone) = email OR phone = (SELECT 'x') OR phone < email")).toEqual([]);
+    const s = one('SELECT phone, email FROM customers GROUP BY 1, ROLLUP (2) ORDER BY 1');
+    expect([s.scopes[0]?.groupPositions, s.scopes[0]?.positions]).toEqual([[1], [1, 2]]);
+  });
+
+  it('flags analyses that read a literal value, which texts of the same literal shape must not share', () => {
+    for (const sql of ['SELECT id FROM customers ORDER BY 1', 'SELECT phone FROM customers GROUP BY 1', 'SELECT DISTINCT ON (1) id FROM customers', "SELECT format('%s', email) FROM customers", 'SELECT substring(email FROM 1 FOR 2) FROM customers', "SELECT set_config('a.b', 'c', true)", 'EXPLAIN (ANALYZE 0) DELETE FROM orders']) {
+      expect(ok(sql).literalValues, sql).toBe(true);
+    }
+    for (const sql of ["SELECT id FROM customers WHERE id = 1 ORDER BY id LIMIT 5", "SELECT lower(email) FROM customers WHERE region = 'EU'", 'EXPLAIN DELETE FROM orders']) {
+      expect(ok(sql).literalValues, sql).toBe(false);
+    }
+  });
+});
