@@ -5,6 +5,12 @@
 // UPDATE/DELETE/INSERT … RETURNING id). Where keys cannot be known without changing what the
 // client receives (aggregates, DISTINCT, set operations, functions), the access is recorded as
 // *possible*, with the statement as its predicate.
+//
+// COPY … TO STDOUT in text or CSV format whose output has the key (COPY customers, a column list
+// with the key, COPY (SELECT id, …)) is read like a result: CopyKeyReader parses the CopyData the
+// proxy relays (rows split across messages and chunks, escapes, quoting, HEADER, DELIMITER, QUOTE,
+// ESCAPE, NULL) and takes the key field of every row. Binary COPY, COPY to a server file or
+// program, COPY FROM and a COPY whose output lacks the key stay possible.
 import { scanSync } from 'libpg-query';
 import { parse, type Access, type Analysis } from '../sql/index.ts';
 import type { SubjectDef } from '../policy/subjects.ts';
@@ -22,6 +28,24 @@ export interface SubjectPlan {
   possible: Map<string, string>;
   /** Output columns the client sees, when the lineage knows (to extend Bind's result formats). */
   visible: number | undefined;
+  /** COPY … TO STDOUT (text or CSV): `capture` indexes the fields of its CopyData rows, read this way. */
+  copy?: CopyCapture;
+}
+
+/** How to read the rows of a COPY … TO STDOUT, from its options (PostgreSQL's defaults otherwise). */
+export interface CopyCapture {
+  format: 'text' | 'csv';
+  /** Single bytes: PostgreSQL allows only one-byte delimiter, quote and escape characters. */
+  delimiter: number;
+  quote: number;
+  escape: number;
+  /** The NULL string as sent (`\N` in text, empty in CSV). */
+  null: Buffer;
+  /** Text format: the NULL string is also what some non-null value looks like (`NULL 'x'`). */
+  nullAmbiguous: boolean;
+  header: boolean;
+  /** Fields in every row, from the lineage: checked against CopyOutResponse and each row. */
+  columns: number;
 }
 
 type Node = Record<string, unknown>;
@@ -115,6 +139,18 @@ export function planSubjects(analysis: Analysis, access: Access | null, subjects
   }
   const captured = new Set(plan.capture.values());
   const missing = touched.filter((s) => !captured.has(s.name));
+  if (st.command?.type === 'copy') {
+    // Its rows are CopyData, read by CopyKeyReader, when the output is text or CSV to the client.
+    const c = st.command;
+    const how = c.direction === 'from' ? 'COPY FROM' : c.target !== 'stdio' ? `COPY to a server ${c.target}` : copyCapture(analysis.sql, sa.outputs?.length ?? 0);
+    if (typeof how === 'string') {
+      for (const s of captured) plan.possible.set(s, `keys unknown (${how}): every row the statement's predicate matched`);
+      plan.capture.clear();
+    } else if (plan.capture.size) plan.copy = how;
+    const why = typeof how === 'string' ? how : 'COPY output without the key';
+    for (const s of missing) plan.possible.set(s.name, `keys unknown (${why}): every row the statement's predicate matched`);
+    return plan;
+  }
   if (!missing.length) return plan;
 
   let tree: { stmts: { stmt: Node }[] };
@@ -134,7 +170,7 @@ export function planSubjects(analysis: Analysis, access: Access | null, subjects
     else if (sel.distinctClause) why = 'DISTINCT';
     else if (sel.groupClause || sel.havingClause || hasAggregate(sel.targetList)) why = 'aggregate';
     else if (sel.intoClause) why = 'SELECT INTO';
-    else if (st.command?.type === 'copy' || st.command?.type === 'declare') why = st.command.type;
+    else if (st.command?.type === 'declare') why = st.command.type;
     const rels = fromRelations(sel.fromClause as Node[] | undefined);
     for (const s of missing) {
       if (why) break;
@@ -176,4 +212,376 @@ export function planSubjects(analysis: Analysis, access: Access | null, subjects
     if (!plan.hidden.includes(s.name)) plan.possible.set(s.name, `keys unknown (${why ?? 'read inside a subquery or function'}): every row the statement's predicate matched`);
   }
   return plan;
+}
+
+// ------------------------------------------------------------------ COPY … TO STDOUT
+
+/** A DefElem's argument as PostgreSQL's defGetString reads it; undefined when it has none. */
+function optionText(arg: Node | undefined): string | undefined {
+  if (!arg) return undefined;
+  if (arg.String) return ((arg.String as Node).sval as string | undefined) ?? '';
+  if (arg.Integer) return String(((arg.Integer as Node).ival as number | undefined) ?? 0);
+  if (arg.Float) return String((arg.Float as Node).fval ?? '');
+  if (arg.Boolean) return (arg.Boolean as Node).boolval ? 'true' : 'false';
+  return undefined;
+}
+
+/**
+ * How to read a COPY … TO STDOUT's rows, or why they cannot be read (binary, another encoding, an
+ * option not understood: PostgreSQL rejects most of those itself).
+ */
+function copyCapture(sql: string, columns: number): CopyCapture | string {
+  let options: Node[];
+  try {
+    const tree = parse(sql) as unknown as { stmts: { stmt: Node }[] };
+    options = (((tree.stmts[0]!.stmt.CopyStmt as Node | undefined)?.options as Node[] | undefined) ?? []);
+  } catch {
+    return 'statement could not be parsed';
+  }
+  let format = 'text';
+  let header = false;
+  let delimiter: string | undefined;
+  let nul: string | undefined;
+  let quote: string | undefined;
+  let escape: string | undefined;
+  for (const o of options) {
+    const d = o.DefElem as Node | undefined;
+    if (!d) return 'COPY option not understood';
+    const name = d.defname as string;
+    const arg = d.arg as Node | undefined;
+    const text = optionText(arg);
+    switch (name) {
+      case 'format':
+        if (text !== 'text' && text !== 'csv') return text === 'binary' ? 'binary COPY' : `COPY format ${text ?? ''}`;
+        format = text;
+        break;
+      case 'header': {
+        // defGetCopyHeaderChoice: no argument, 0/1, true/false/on/off (any case).
+        const v = arg === undefined ? 'true' : text?.toLowerCase();
+        if (v === 'true' || v === 'on' || v === '1') header = true;
+        else if (v === 'false' || v === 'off' || v === '0') header = false;
+        else return `COPY HEADER ${text ?? ''}`;
+        break;
+      }
+      case 'delimiter':
+        delimiter = text;
+        break;
+      case 'null':
+        nul = text;
+        break;
+      case 'quote':
+        quote = text;
+        break;
+      case 'escape':
+        escape = text;
+        break;
+      case 'encoding':
+        // Client encoding is UTF-8 (the session ends otherwise); another COPY encoding is not read.
+        if (!text || !/^(utf-?8|unicode)$/i.test(text)) return `COPY ENCODING ${text ?? ''}`;
+        break;
+      case 'force_quote':
+      case 'log_verbosity':
+        break; // quoting does not change values
+      default:
+        return `COPY option ${name}`;
+    }
+  }
+  delimiter ??= format === 'csv' ? ',' : '\t';
+  nul ??= format === 'csv' ? '' : '\\N';
+  quote ??= '"';
+  escape ??= quote;
+  const oneByte = (x: string) => Buffer.byteLength(x) === 1;
+  if (!oneByte(delimiter) || !oneByte(quote) || !oneByte(escape)) return 'COPY delimiter, quote or escape not one byte';
+  const delim = delimiter.charCodeAt(0);
+  const nullBytes = Buffer.from(nul, 'utf8');
+  return {
+    format: format as 'text' | 'csv',
+    delimiter: delim,
+    quote: quote.charCodeAt(0),
+    escape: escape.charCodeAt(0),
+    null: nullBytes,
+    nullAmbiguous: format === 'text' && couldBeTextValue(nullBytes, delim),
+    header,
+    columns,
+  };
+}
+
+/**
+ * Whether `raw` is what COPY's text output (CopyAttributeOutText) may print for some value: every
+ * backslash starts an escape it writes (\\, \b \f \n \r \t \v, \<delimiter>), and no byte it would
+ * have escaped appears bare.
+ */
+function couldBeTextValue(raw: Buffer, delim: number): boolean {
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i]!;
+    if (c === BSL) {
+      const n = raw[++i];
+      if (n === undefined || !(n === BSL || n === delim || 'bfnrtv'.includes(String.fromCharCode(n)))) return false;
+    } else if (c === delim || (c >= 0x08 && c <= 0x0d)) return false;
+  }
+  return true;
+}
+
+const NL = 0x0a;
+const BSL = 0x5c;
+const DOT = 0x2e;
+/** A row longer than this is not assembled: the COPY's subjects become possible. */
+const MAX_COPY_ROW = 64 * 1024 * 1024;
+
+/** Where a COPY's keys go: the execution's definite keys and possible subjects. */
+export interface SubjectSink {
+  subjectKeys?: Set<string>;
+  subjectsPossible?: Record<string, string>;
+}
+
+/**
+ * Reads the subject keys of a COPY … TO STDOUT from the CopyData bytes relayed to the client, in
+ * any split: rows may span CopyData messages and TCP chunks. Parses as PostgreSQL's own COPY FROM
+ * would (CopyReadLineText, CopyReadAttributesText/CSV), so a key is exactly the value the row holds.
+ * Anything unexpected (a row with the wrong number of fields, an unterminated quote) drops the keys
+ * read so far and makes the access possible: keys are exact or not claimed.
+ */
+export class CopyKeyReader {
+  private readonly keys = new Set<string>();
+  private readonly possible = new Map<string, string>();
+  private failed: string | undefined;
+  /** Bytes of a row not yet complete (copied). */
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  /** CSV row scan state across pushes (CopyReadLineText). */
+  private inQuote = false;
+  private lastWasEsc = false;
+  private skipHeader: boolean;
+  /** Field index -> subject, for the fields that are keys. */
+  private readonly want: (string | undefined)[];
+  private readonly last: number;
+  private readonly values: (Buffer | null | undefined)[];
+  private readonly subjects: string[];
+
+  /** Checks CopyOutResponse against the plan; a reason string when the rows cannot be read. */
+  static start(plan: SubjectPlan, copyOutResponse: Buffer): CopyKeyReader | string {
+    const copy = plan.copy!;
+    const format = copyOutResponse[0];
+    const n = copyOutResponse.length >= 3 ? copyOutResponse.readInt16BE(1) : -1;
+    if (format !== 0) return 'binary COPY';
+    if (n !== copy.columns) return `COPY sent ${n} columns where its lineage has ${copy.columns}`;
+    return new CopyKeyReader(copy, plan.capture);
+  }
+
+  constructor(private readonly copy: CopyCapture, capture: ReadonlyMap<number, string>) {
+    this.skipHeader = copy.header;
+    this.want = [];
+    for (const [i, s] of capture) this.want[i] = s;
+    this.last = Math.max(-1, ...capture.keys());
+    this.values = new Array(this.last + 1);
+    this.subjects = [...new Set(capture.values())];
+  }
+
+  /** The payload of a CopyData message, or any part of it, in order. */
+  push(data: Buffer): void {
+    if (this.failed) return;
+    let start = 0;
+    while (start < data.length) {
+      const end = this.copy.format === 'csv' ? this.csvRowEnd(data, start) : data.indexOf(NL, start);
+      if (end < 0) {
+        this.partBytes += data.length - start;
+        if (this.partBytes > MAX_COPY_ROW) return this.fail(`a COPY row over ${MAX_COPY_ROW >> 20} MiB`);
+        this.parts.push(Buffer.from(data.subarray(start)));
+        return;
+      }
+      let row = data.subarray(start, end);
+      if (this.parts.length) {
+        this.parts.push(row);
+        row = Buffer.concat(this.parts);
+        this.parts = [];
+        this.partBytes = 0;
+      }
+      this.row(row);
+      if (this.failed) return;
+      start = end + 1;
+    }
+  }
+
+  /** The COPY ended (CopyDone or an error): its keys and possible subjects go to the execution. */
+  finish(into: SubjectSink): void {
+    const possible = (why: string) => {
+      into.subjectsPossible ??= {};
+      for (const s of this.subjects) into.subjectsPossible[s] ??= `keys unknown (${why}): every row the statement's predicate matched`;
+    };
+    if (this.failed) return possible(this.failed);
+    if (this.parts.length) possible('COPY data ended inside a row');
+    for (const [s, why] of this.possible) (into.subjectsPossible ??= {})[s] ??= why;
+    if (this.keys.size) {
+      const k = (into.subjectKeys ??= new Set());
+      for (const x of this.keys) k.add(x);
+    }
+  }
+
+  private fail(why: string): void {
+    this.failed = why;
+    this.parts = [];
+    this.keys.clear();
+  }
+
+  /** Index of the newline that ends the row, or -1; follows CopyReadLineText's CSV quote state. */
+  private csvRowEnd(data: Buffer, start: number): number {
+    const quote = this.copy.quote;
+    // PostgreSQL ignores the escape character here when it is the quote character.
+    const esc = this.copy.escape === quote ? -1 : this.copy.escape;
+    let inQuote = this.inQuote;
+    let lastWasEsc = this.lastWasEsc;
+    const n = data.length;
+    for (let i = start; i < n; i++) {
+      const c = data[i]!;
+      if (c === NL) {
+        if (!inQuote) {
+          this.inQuote = false;
+          this.lastWasEsc = false;
+          return i;
+        }
+      } else if (inQuote && c === esc) {
+        lastWasEsc = !lastWasEsc;
+        continue;
+      } else if (c === quote && !lastWasEsc) inQuote = !inQuote;
+      lastWasEsc = false;
+    }
+    this.inQuote = inQuote;
+    this.lastWasEsc = lastWasEsc;
+    return -1;
+  }
+
+  private row(row: Buffer): void {
+    if (this.skipHeader) {
+      this.skipHeader = false;
+      return;
+    }
+    // The end-of-data marker (not sent by servers speaking protocol 3, but harmless): no value is
+    // printed this way, in text (a backslash is doubled) or CSV (quoted).
+    if (row.length === 2 && row[0] === BSL && row[1] === DOT) return;
+    this.values.fill(undefined);
+    const n = this.copy.format === 'csv' ? this.csvFields(row) : this.textFields(row);
+    if (n !== this.copy.columns) return this.fail(n < 0 ? 'a COPY row could not be read' : `a COPY row had ${n} fields where ${this.copy.columns} were expected`);
+    for (let i = 0; i <= this.last; i++) {
+      const s = this.want[i];
+      if (!s) continue;
+      const v = this.values[i];
+      if (v === undefined) return this.fail('a COPY row could not be read');
+      if (v !== null) this.keys.add(`${s}:${v.toString('utf8')}`);
+      else if (this.copy.nullAmbiguous) this.possible.set(s, `keys unknown (a key field equal to the NULL string "${this.copy.null.toString('utf8')}" of a text COPY may be a value): every row the statement's predicate matched`);
+    }
+  }
+
+  /** Text format (CopyReadAttributesText): the number of fields; key fields decoded into `values`. */
+  private textFields(row: Buffer): number {
+    const delim = this.copy.delimiter;
+    const n = row.length;
+    // A row ending in an unescaped backslash would have escaped its newline: not COPY's output.
+    if (n && row[n - 1] === BSL) {
+      let k = 0;
+      for (let j = n - 1; j >= 0 && row[j] === BSL; j--) k++;
+      if (k % 2) return -1;
+    }
+    let field = 0;
+    let s = 0;
+    let escaped = false;
+    for (let i = 0; ; i++) {
+      if (i >= n || row[i] === delim) {
+        if (field <= this.last && this.want[field] !== undefined) {
+          this.values[field] = this.isNull(row, s, i) ? null : escaped ? unescapeText(row.subarray(s, i)) : row.subarray(s, i);
+        }
+        field++;
+        if (i >= n) return field;
+        s = i + 1;
+        escaped = false;
+      } else if (row[i] === BSL) {
+        escaped = true;
+        i++; // the escaped byte, a delimiter included
+      }
+    }
+  }
+
+  /** CSV format (CopyReadAttributesCSV): the number of fields, or -1; key fields into `values`. */
+  private csvFields(row: Buffer): number {
+    const { delimiter: delim, quote, escape } = this.copy;
+    const n = row.length;
+    let field = 0;
+    let i = 0;
+    for (;;) {
+      const s = i;
+      const wanted = field <= this.last && this.want[field] !== undefined;
+      let out: number[] | undefined; // the value, once a wanted field turned out to be quoted
+      let sawQuote = false;
+      let foundDelim = false;
+      let end = i;
+      for (;;) {
+        // Not in quote.
+        const from = i;
+        while (i < n && row[i] !== delim && row[i] !== quote) i++;
+        if (out) for (let k = from; k < i; k++) out.push(row[k]!);
+        end = i;
+        if (i >= n) break;
+        if (row[i] === delim) {
+          foundDelim = true;
+          i++;
+          break;
+        }
+        sawQuote = true;
+        if (wanted && !out) out = [...row.subarray(s, i)];
+        i++;
+        // In quote: an escape before a quote or an escape takes it literally; a quote ends it.
+        for (;;) {
+          if (i >= n) return -1; // unterminated quoted field
+          const c = row[i++]!;
+          if (c === escape && i < n && (row[i] === escape || row[i] === quote)) {
+            if (out) out.push(row[i]!);
+            i++;
+            continue;
+          }
+          if (c === quote) break;
+          if (out) out.push(c);
+        }
+      }
+      if (wanted) this.values[field] = !sawQuote ? (this.isNull(row, s, end) ? null : row.subarray(s, end)) : Buffer.from(out!);
+      field++;
+      if (!foundDelim) return field;
+    }
+  }
+
+  /** Whether the raw field is the NULL string (PostgreSQL compares the bytes before unescaping). */
+  private isNull(row: Buffer, s: number, e: number): boolean {
+    const nul = this.copy.null;
+    return e - s === nul.length && row.compare(nul, 0, nul.length, s, e) === 0;
+  }
+}
+
+/** A text-format field's value: \b \f \n \r \t \v, octal \ooo, hex \xhh, else the next byte itself. */
+function unescapeText(raw: Buffer): Buffer {
+  if (raw.indexOf(BSL) < 0) return raw;
+  const out: number[] = [];
+  const oct = (c: number | undefined) => c !== undefined && c >= 0x30 && c <= 0x37;
+  const hex = (c: number | undefined) => c !== undefined && /[0-9a-fA-F]/.test(String.fromCharCode(c));
+  for (let i = 0; i < raw.length; i++) {
+    let c = raw[i]!;
+    if (c === BSL) {
+      if (i + 1 >= raw.length) break; // a trailing backslash is dropped
+      c = raw[++i]!;
+      if (oct(c)) {
+        let v = c - 0x30;
+        if (oct(raw[i + 1])) {
+          v = (v << 3) + raw[++i]! - 0x30;
+          if (oct(raw[i + 1])) v = (v << 3) + raw[++i]! - 0x30;
+        }
+        c = v & 0xff;
+      } else if (c === 0x78 /* x */ && hex(raw[i + 1])) {
+        let v = parseInt(String.fromCharCode(raw[++i]!), 16);
+        if (hex(raw[i + 1])) v = (v << 4) + parseInt(String.fromCharCode(raw[++i]!), 16);
+        c = v & 0xff;
+      } else {
+        const j = 'bfnrtv'.indexOf(String.fromCharCode(c));
+        if (j >= 0) c = [0x08, 0x0c, 0x0a, 0x0d, 0x09, 0x0b][j]!;
+      }
+    }
+    out.push(c);
+  }
+  return Buffer.from(out);
 }

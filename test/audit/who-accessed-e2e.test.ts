@@ -2,7 +2,8 @@
 // it), the proxy records the subject keys, and `scalple audit who-accessed customer 42 --config`
 // — the operator's command on the proxy host — lists exactly the accesses to customer 42: a direct
 // lookup, a bulk region read without the key column, a join through orders.customer_id, an
-// UPDATE, a named query, an extended-protocol prepared statement, and (with --include-possible;
+// UPDATE, a named query, an extended-protocol prepared statement, a COPY (keys read from its
+// CopyData rows; more in test/subjects/copy.test.ts), and (with --include-possible;
 // summarised by default) an aggregate as a possible access; none of the decoys that merely look
 // like 42.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { startStack, type Stack } from '../support/stack.ts';
 import { demoPolicy } from '../../src/demo/demo.ts';
 import type { SubjectAccess } from '../../src/audit/who-accessed.ts';
 import { scalple } from './cli-run.ts';
+import { Back, queryMessage } from '../../src/proxy/protocol.ts';
 
 let stack: Stack;
 const SUBJECTS = { customer: { table: 'public.customers', key: 'id', via: ['public.orders.customer_id', 'public.payments.customer_id'] } };
@@ -21,6 +23,7 @@ const UPDATE = "UPDATE customers SET plan_tier = 'pro' WHERE id = 42";
 const NAMED = 'SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = $1';
 const PREPARED = 'SELECT email, region FROM customers WHERE id = $1';
 const AGGREGATE = "SELECT count(*) FROM customers WHERE region = 'EU'";
+const COPY = "COPY (SELECT id, email FROM customers WHERE region = 'EU') TO STDOUT CSV HEADER";
 // Statements that run are stored as sent (only refused ones over masked columns are normalised).
 const LOOKUP_STORED = LOOKUP;
 const BULK_STORED = BULK;
@@ -54,6 +57,11 @@ describe('who-accessed through the whole product', () => {
     expect((await carol.query(UPDATE)).rowCount).toBe(1);
     await carol.query(AGGREGATE);
     await carol.end();
+    const copier = await stack.wire('carol@example.com');
+    copier.send(queryMessage(COPY));
+    const copied = await copier.readUntil((f) => f.type === Back.ReadyForQuery);
+    copier.close();
+    expect(copied.filter((f) => f.type === Back.CopyData).map((f) => f.body.toString())).toContain('42,customer42@example.org\n');
 
     const bob = await stack.connect('bob@example.com');
     await bob.query("SELECT * FROM scalple.run('get_order_by_id', '363')");
@@ -67,6 +75,7 @@ describe('who-accessed through the whole product', () => {
     // Newest first.
     expect(seen).toEqual([
       [NAMED, 'bob@example.com', 'definite'],
+      [COPY, 'carol@example.com', 'definite'],
       [AGGREGATE, 'carol@example.com', 'possible'],
       [UPDATE, 'carol@example.com', 'definite'],
       [JOIN, 'carol@example.com', 'definite'],
@@ -107,7 +116,7 @@ describe('who-accessed through the whole product', () => {
     const reads = await stack.sql<{ chain_id: string; detail: { command: string; arguments: { key: string }; results: number; by: { via: string } } }>(
       `SELECT chain_id, detail FROM scalple_audit.records WHERE event = 'audit_read'`);
     expect(reads.rows).toHaveLength(1);
-    expect(reads.rows[0]).toMatchObject({ chain_id: 'audit-reads', detail: { command: 'who-accessed', arguments: { key: '42' }, results: 7, by: { via: 'config' } } });
+    expect(reads.rows[0]).toMatchObject({ chain_id: 'audit-reads', detail: { command: 'who-accessed', arguments: { key: '42' }, results: 8, by: { via: 'config' } } });
 
     // By default the possible access is summarised (on stderr with --format json), not listed.
     const d = await scalple(['audit', 'who-accessed', 'customer', '42', '--config', stack.configFile, '--format', 'json']);
