@@ -19,7 +19,9 @@ export const AUDIT_READ_EVENT = 'audit_read';
 
 /**
  * Who ran an audit command. With --config on the proxy host there is no OIDC identity: the OS user
- * and host name (and the sudo caller, when there is one) are what is known.
+ * and host name (and the sudo caller, when there is one) are what is known. Through the proxy the
+ * person is the event's principal (their own login); `by` then names the proxy host and process and
+ * the person's session (client address, application name, session id).
  */
 export interface AuditReader {
   via: 'config' | 'proxy';
@@ -27,6 +29,9 @@ export interface AuditReader {
   sudo_user: string | null;
   hostname: string;
   pid: number;
+  client_addr?: string;
+  application_name?: string;
+  session_id?: string;
 }
 
 export function localReader(): AuditReader {
@@ -37,6 +42,14 @@ export function localReader(): AuditReader {
     user = process.env.USER ?? process.env.LOGNAME ?? null;
   }
   return { via: 'config', os_user: user, sudo_user: process.env.SUDO_USER ?? null, hostname: os.hostname(), pid: process.pid };
+}
+
+/** The reader of an audit function answered by the proxy (scalple.who_accessed() and the others). */
+export function proxyReader(session: { sessionId: string; clientAddr: string; applicationName: string }): AuditReader {
+  return {
+    via: 'proxy', os_user: null, sudo_user: null, hostname: os.hostname(), pid: process.pid,
+    client_addr: session.clientAddr, application_name: session.applicationName, session_id: session.sessionId,
+  };
 }
 
 export interface AuditReadInput {

@@ -29,7 +29,9 @@ export interface ReportPerson {
  * - `format`        'scalple-subject-access-report/1'
  * - `subject`, `key`, `subject_key`  what the report is about ('customer', '42', 'customer:42')
  * - `generated_at`  ISO time the report was made
- * - `generated_by`  { via, os_user, sudo_user, hostname } of whoever ran the command
+ * - `generated_by`  who made it: { via: 'config', os_user, sudo_user, hostname } for
+ *                   `--config` on the proxy host; { via: 'proxy', sub, email, name, groups } for a
+ *                   person who asked through the proxy with their own login
  * - `period`        { since, until }: the requested range (since null: from the oldest record kept)
  * - `log_starts`    time of the oldest record the audit store still holds (older ones were dropped
  *                   by retention), or null when it holds none
@@ -248,8 +250,10 @@ export function renderReportHtml(r: SubjectAccessReport): string {
   const title = `Subject access report: ${r.subject} ${r.key}`;
   const s = r.summary;
   const by = r.generated_by;
-  const byLabel = [by.os_user ? String(by.os_user) : null, by.sudo_user ? `(sudo by ${String(by.sudo_user)})` : null, by.hostname ? `on ${String(by.hostname)}` : null]
-    .filter(Boolean).join(' ');
+  const byLabel = by.via === 'proxy'
+    ? `${by.name ? `${String(by.name)} <${String(by.email ?? by.sub ?? '')}>` : String(by.email ?? by.sub ?? '(unknown)')} through the Scalple proxy`
+    : [by.os_user ? String(by.os_user) : null, by.sudo_user ? `(sudo by ${String(by.sudo_user)})` : null, by.hostname ? `on ${String(by.hostname)}` : null]
+      .filter(Boolean).join(' ');
   const periodFrom = r.period.since ? humanTime(r.period.since) : `the oldest record kept (${humanTime(r.log_starts)})`;
   const retentionNote = r.log_starts && (!r.period.since || r.log_starts > r.period.since)
     ? `<p class="note">The oldest record in the audit log is from ${esc(humanTime(r.log_starts))}. Accesses before then are not in the log (they happened before Scalple recorded this database, or their records were removed under the retention policy), so this report cannot cover them.</p>`

@@ -1,6 +1,8 @@
 // `scalple admin revoke|restore|grant`: one action cuts a person off (live sessions too, within
-// seconds), or gives them a role for a while (break glass). Run on the proxy host with its config;
-// every action is an event in the audit chain, by the operating-system user who ran it.
+// seconds), or gives them a role for a while (break glass). Run on the proxy host with its config
+// (every action an event in the audit chain, by the operating-system user who ran it), or, without
+// --config and SCALPLE_CONFIG, through the proxy as the logged-in person when their role has
+// `admin: true` (scalple.admin_revoke() and the others; the event names them).
 import type { Command } from 'commander';
 import os from 'node:os';
 import { openAuditStore, type AuditStore } from '../audit/writer.ts';
@@ -8,6 +10,15 @@ import { checkpointPathFor } from '../audit/checkpoint.ts';
 import { parsePolicy } from '../policy/policy.ts';
 import { ScalpleError } from '../errors.ts';
 import { loadAuditConfig, status } from './audit/common.ts';
+import { askProxy, callSql, throughProxy } from './audit/through-proxy.ts';
+
+const CONFIG_HELP = 'proxy config file (default: $SCALPLE_CONFIG); without either, through the proxy as you (your role needs admin: true)';
+const PROFILE_HELP = 'without --config: the login profile to ask the proxy with (default: $SCALPLE_PROFILE, else "default")';
+
+/** Through the proxy, as the logged-in person: scalple.admin_revoke(…) and the others. */
+async function viaProxy(profile: string | undefined, command: string, fn: string, args: (string | undefined)[]): Promise<void> {
+  await askProxy({ ...(profile ? { profile } : {}), command }, callSql(fn, args));
+}
 
 const ADMIN_CHAIN = 'admin';
 const MAX_GRANT_MS = 7 * 24 * 3600_000;
@@ -48,10 +59,12 @@ export function registerAdminCommands(program: Command): void {
     .description('Refuse the person\'s new connections and close their live sessions within seconds, even with a valid token')
     .argument('<email>', 'the person')
     .option('--reason <text>', 'why, for the audit log')
-    .option('-c, --config <file>', 'proxy config file (default: $SCALPLE_CONFIG)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--profile <name>', PROFILE_HELP)
     .addHelpText('after', '\nExample:\n  scalple admin revoke mallory@example.com --reason "left the company" --config scalple.yaml\n')
-    .action(async (email: string, opts: { reason?: string; config?: string }) => {
-      await withStore(opts.config, (s) => s.revoke({ email: checkEmail(email), ...(opts.reason ? { reason: opts.reason } : {}), by: operator() }));
+    .action(async (email: string, opts: { reason?: string; config?: string; profile?: string }) => {
+      if (throughProxy(opts.config, opts.profile)) await viaProxy(opts.profile, 'scalple admin revoke', 'admin_revoke', [checkEmail(email), opts.reason]);
+      else await withStore(opts.config, (s) => s.revoke({ email: checkEmail(email), ...(opts.reason ? { reason: opts.reason } : {}), by: operator() }));
       status(`✓ ${email} revoked: new connections are refused and live sessions close within seconds`);
     });
   admin
@@ -59,10 +72,12 @@ export function registerAdminCommands(program: Command): void {
     .description('Take a person off the revocation list')
     .argument('<email>', 'the person')
     .option('--reason <text>', 'why, for the audit log')
-    .option('-c, --config <file>', 'proxy config file (default: $SCALPLE_CONFIG)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--profile <name>', PROFILE_HELP)
     .addHelpText('after', '\nExample:\n  scalple admin restore mallory@example.com --config scalple.yaml\n')
-    .action(async (email: string, opts: { reason?: string; config?: string }) => {
-      await withStore(opts.config, (s) => s.restore({ email: checkEmail(email), ...(opts.reason ? { reason: opts.reason } : {}), by: operator() }));
+    .action(async (email: string, opts: { reason?: string; config?: string; profile?: string }) => {
+      if (throughProxy(opts.config, opts.profile)) await viaProxy(opts.profile, 'scalple admin restore', 'admin_restore', [checkEmail(email), opts.reason]);
+      else await withStore(opts.config, (s) => s.restore({ email: checkEmail(email), ...(opts.reason ? { reason: opts.reason } : {}), by: operator() }));
       status(`✓ ${email} restored`);
     });
   admin
@@ -72,12 +87,14 @@ export function registerAdminCommands(program: Command): void {
     .requiredOption('--role <name>', 'a role from the config')
     .requiredOption('--for <duration>', 'how long: 30m, 2h, 1d (at most 7d)')
     .requiredOption('--reason <text>', 'why, for the audit log')
-    .option('-c, --config <file>', 'proxy config file (default: $SCALPLE_CONFIG)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--profile <name>', PROFILE_HELP)
     .addHelpText('after', '\nExample:\n  scalple admin grant alice@example.com --role dba --for 2h --reason "INC-4411: fix stuck payments" --config scalple.yaml\n')
-    .action(async (email: string, opts: { role: string; for: string; reason: string; config?: string }) => {
+    .action(async (email: string, opts: { role: string; for: string; reason: string; config?: string; profile?: string }) => {
       const ms = parseDuration(opts.for);
       const until = new Date(Date.now() + ms);
-      await withStore(opts.config, async (s, roles) => {
+      if (throughProxy(opts.config, opts.profile)) await viaProxy(opts.profile, 'scalple admin grant', 'admin_grant', [checkEmail(email), opts.role, opts.for.trim(), opts.reason]);
+      else await withStore(opts.config, async (s, roles) => {
         if (!roles.includes(opts.role)) throw new ScalpleError('USAGE', `no role named ${opts.role} in the config (roles: ${roles.join(', ') || 'none'})`);
         await s.grant({ email: checkEmail(email), role: opts.role, reason: opts.reason, by: operator(), until });
       });

@@ -6,7 +6,9 @@
 // unless --include-possible lists each one or --definite-only leaves them out. The read itself is
 // recorded (an audit_read event) before anything is printed. --format json prints SubjectAccess
 // objects (documented in src/audit/who-accessed.ts); with json or csv the summary of possible
-// accesses goes to stderr, so stdout stays data.
+// accesses goes to stderr, so stdout stays data. With --config (or SCALPLE_CONFIG) it reads the
+// store directly on the proxy host; without, it asks the proxy as the logged-in person
+// (scalple.who_accessed(…, format => 'json'): same answer, recorded by the proxy with their name).
 import { Option, type Command } from 'commander';
 import Table from 'cli-table3';
 import { recordAuditRead } from '../../audit/audit-read.ts';
@@ -20,9 +22,11 @@ import {
 } from '../../audit/who-accessed.ts';
 import { ScalpleError } from '../../errors.ts';
 import { csv, loadAuditConfig, oneLine, out, positiveInt, status } from './common.ts';
+import { CONFIG_HELP, PROFILE_HELP, askProxyJson, callSql, throughProxy } from './through-proxy.ts';
 
 interface WhoFlags {
   config?: string;
+  profile?: string;
   since?: string;
   until?: string;
   format: 'table' | 'json' | 'csv';
@@ -39,47 +43,28 @@ export function registerWhoAccessed(audit: Command): void {
       + 'Definite accesses are listed; possible ones (aggregates, DISTINCT, … over the table) are summarised per person and statement')
     .argument('<subject>', 'data subject name from the config\'s `subjects` (e.g. customer)')
     .argument('<key>', 'its key value as PostgreSQL prints it (e.g. 42)')
-    .option('-c, --config <file>', 'config file (default: $SCALPLE_CONFIG)')
+    .option('-c, --config <file>', CONFIG_HELP)
+    .option('--profile <name>', PROFILE_HELP)
     .option('--since <time>', 'accesses from this time: ISO date/time or a duration before now (30d, 12h)')
     .option('--until <time>', 'accesses up to this time: ISO date/time or a duration before now')
     .option('--limit <n>', `list at most n accesses, newest first (and summarise at most n possible ones); how many more is said on stderr`, positiveInt, DEFAULT_LIMIT)
     .option('--include-possible', 'list each possible access (statements that read the table without revealing which rows) among the definite ones, instead of a summary')
     .option('--definite-only', 'leave possible accesses out, not even summarised')
-    .option('--url <url>', 'read the store with this URL instead of audit.url')
+    .option('--url <url>', 'read the store with this URL instead of audit.url (with --config)')
     .addOption(new Option('--format <format>', 'output format (json and csv: the accesses listed; the possible-access summary goes to stderr)').choices(['table', 'json', 'csv']).default('table'))
     .action(async (subjectName: string, keyArg: string, flags: WhoFlags) => {
-      const config = loadAuditConfig(flags.config);
-      const subject = resolveSubject(config.policy, subjectName);
-      const key = checkKey(keyArg);
       if (flags.includePossible && flags.definiteOnly) throw new ScalpleError('USAGE', '--include-possible and --definite-only exclude each other.');
+      const key = checkKey(keyArg);
       const since = flags.since ? parseTime(flags.since, '--since') : undefined;
       const until = flags.until ? parseTime(flags.until, '--until') : undefined;
-      const url = flags.url ?? config.audit.url;
-      const client = await connect(url, { applicationName: 'scalple-audit-who-accessed' });
-      let answer: WhoAccessedAnswer;
-      try {
-        await requireSchema(client);
-        answer = await answerWhoAccessed(client, {
-          subject, key, ...(since ? { since } : {}), ...(until ? { until } : {}), ...(flags.definiteOnly ? { definiteOnly: true } : {}),
-        }, {
-          limit: flags.limit, ...(flags.includePossible ? { includePossible: true } : {}),
-          // The possible-access summary on a second connection, at the same time.
-          connect: () => connect(url, { applicationName: 'scalple-audit-who-accessed' }),
-        });
-      } finally {
-        await client.end().catch(() => undefined);
-      }
+      // Without --config: the proxy answers (and records the read) for a role with audit: true.
+      const answer = throughProxy(flags.config, flags.profile, { '--url': flags.url })
+        ? await askProxyJson<WhoAccessedAnswer>({ ...(flags.profile ? { profile: flags.profile } : {}), command: 'scalple audit who-accessed' }, callSql(
+          'who_accessed', [subjectName, key, since?.toISOString(), flags.limit],
+          { until: until?.toISOString(), possible: flags.includePossible ? 'include' : flags.definiteOnly ? 'none' : 'summary', format: 'json' },
+        ))
+        : await fromStore(subjectName, key, since, until, flags);
       const { accesses, possible } = answer;
-      // Recorded before anything is shown: a read that cannot be recorded shows nothing.
-      await recordAuditRead(config, {
-        command: 'who-accessed',
-        arguments: {
-          subject: subjectName, key, since: since?.toISOString() ?? null, until: until?.toISOString() ?? null,
-          format: flags.format, definite_only: flags.definiteOnly === true, include_possible: flags.includePossible === true, limit: flags.limit,
-          ...(flags.url ? { url: 'given' } : {}),
-        },
-        results: accesses.length + (possible?.accesses ?? 0),
-      });
       const what = `${subjectName} ${key}`;
       if (flags.format === 'json') out(JSON.stringify(accesses, null, 2));
       else if (flags.format === 'csv') process.stdout.write(csv(SUBJECT_ACCESS_FIELDS, accesses as unknown as Record<string, unknown>[]));
@@ -91,6 +76,38 @@ export function registerWhoAccessed(audit: Command): void {
       if (answer.more.count) status(moreNote(answer.more, flags.includePossible ? 'access' : 'definite access', what, 'not shown', flags.limit));
       if (possible?.more.count) status(moreNote(possible.more, 'possible access', what, 'not summarised', flags.limit));
     });
+}
+
+/** With --config on the proxy host: read the store directly, and record the read (before anything is shown). */
+async function fromStore(subjectName: string, key: string, since: Date | undefined, until: Date | undefined, flags: WhoFlags): Promise<WhoAccessedAnswer> {
+  const config = loadAuditConfig(flags.config);
+  const subject = resolveSubject(config.policy, subjectName);
+  const url = flags.url ?? config.audit.url;
+  const client = await connect(url, { applicationName: 'scalple-audit-who-accessed' });
+  let answer: WhoAccessedAnswer;
+  try {
+    await requireSchema(client);
+    answer = await answerWhoAccessed(client, {
+      subject, key, ...(since ? { since } : {}), ...(until ? { until } : {}), ...(flags.definiteOnly ? { definiteOnly: true } : {}),
+    }, {
+      limit: flags.limit, ...(flags.includePossible ? { includePossible: true } : {}),
+      // The possible-access summary on a second connection, at the same time.
+      connect: () => connect(url, { applicationName: 'scalple-audit-who-accessed' }),
+    });
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  // Recorded before anything is shown: a read that cannot be recorded shows nothing.
+  await recordAuditRead(config, {
+    command: 'who-accessed',
+    arguments: {
+      subject: subjectName, key, since: since?.toISOString() ?? null, until: until?.toISOString() ?? null,
+      format: flags.format, definite_only: flags.definiteOnly === true, include_possible: flags.includePossible === true, limit: flags.limit,
+      ...(flags.url ? { url: 'given' } : {}),
+    },
+    results: answer.accesses.length + (answer.possible?.accesses ?? 0),
+  });
+  return answer;
 }
 
 /** "1 access", "1,734 accesses", "2 people". */
