@@ -11,9 +11,10 @@ const TRIGGER = 'scalple_ddl_notify';
 
 /** Installed by `scalple catalog install --admin-url URL` (a superuser of the upstream database). */
 export const CATALOG_TRIGGER_SQL = `
-CREATE OR REPLACE FUNCTION public.scalple_ddl_notify() RETURNS event_trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION public.scalple_ddl_notify() RETURNS event_trigger LANGUAGE plpgsql
+  SET search_path = pg_catalog AS $$
 BEGIN
-  PERFORM pg_notify('${DDL_CHANNEL}', tg_tag);
+  PERFORM pg_catalog.pg_notify('${DDL_CHANNEL}', tg_tag);
 END
 $$;
 DROP EVENT TRIGGER IF EXISTS ${TRIGGER};

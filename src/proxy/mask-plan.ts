@@ -5,7 +5,7 @@
 // the output is on the allow-list of built-ins that cannot fail, wait or compare depending on the
 // value (analyse.ts, REDACTABLE_FUNCTIONS); anything else over masked columns, and anything
 // unanalysable over masked tables, is refused.
-import { parse, type Access, type Analysis, type StatementInfo as SqlStatement } from '../sql/index.ts';
+import { parse, type Access, type Analysis, type Equality, type StatementInfo as SqlStatement } from '../sql/index.ts';
 import { READ_ONLY_STATEMENTS, type EffectiveRole } from '../policy/policy.ts';
 import { describeMask, maskFunction, REDACTED, type MaskFn, type MaskSpec } from '../policy/masks.ts';
 import type { Refusal } from './statement-info.ts';
@@ -36,6 +36,8 @@ const OPAQUE_FUNCTIONS = new Set([
   'database_to_xml_and_xmlschema', 'database_to_xmlschema', 'dblink', 'dblink_exec', 'dblink_open', 'dblink_fetch', 'lo_import', 'lo_export',
   'pg_read_file', 'pg_read_binary_file', 'pg_ls_dir', 'pg_stat_get_activity', 'pg_stat_statements', 'pg_get_backend_memory_contexts',
   'pg_stat_get_backend_activity', 'pg_stat_get_backend_pid', 'pg_stat_get_backend_userid', 'pg_stat_get_backend_client_addr',
+  // Run a query given as text (built in, and tablefunc/xml2 from contrib).
+  'ts_stat', 'ts_rewrite', 'crosstab', 'crosstab2', 'crosstab3', 'crosstab4', 'connectby', 'xpath_table',
 ]);
 
 /** Side effects a read-only caller must not reach, whatever PostgreSQL would allow. */
@@ -139,9 +141,18 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
 
   // Inference: choosing, joining, grouping, ordering or deduplicating rows by a masked column
   // answers questions about its value (WHERE ssn LIKE '1%'), at any depth: the lineage counts the
-  // outputs of a subquery compared in WHERE, DISTINCT, UNION without ALL, ORDER BY 2… as filters.
-  const inferred = sa.filters.find((c) => role.masked.has(c));
-  if (inferred) return refuse('mask.inference', `${inferred} is masked for your role: it cannot be used to filter, join, group, order or deduplicate rows (WHERE, JOIN, GROUP BY, ORDER BY, DISTINCT, UNION/INTERSECT/EXCEPT, or a subquery compared in one of them)`);
+  // outputs of a subquery compared in WHERE, UNION without ALL, ORDER BY 2… as filters.
+  const inferred = sa.otherFilters.find((c) => role.masked.has(c));
+  if (inferred) return refuse('mask.inference', inferenceMessage(inferred, role));
+  // Equality only — `a.phone = b.phone`, JOIN USING, GROUP BY, DISTINCT, count(DISTINCT), IS NULL —
+  // tells which stored values are equal or NULL: what a hash mask shows anyway, when every value
+  // compared is a column hashed with the same key. Compared with a literal, a parameter or anything
+  // computed, it would answer a guess per statement (`phone = '+1555…'`: a dictionary), so those
+  // stay filters, and refused.
+  for (const eq of sa.equalities) {
+    const problem = equalityProblem(eq, role);
+    if (problem) return refuse('mask.inference', problem);
+  }
   const writesMasked = sa.columnsWritten.length > 0 || st.flows.length > 0;
   if (writesMasked) return refuse('mask.copy_into', `statement copies or writes data derived from masked columns (${maskedRead.join(', ')})`);
   if (st.command?.type === 'copy') return refuse('mask.copy', `COPY of masked columns (${maskedRead.join(', ')}) is not available to your role: use SELECT`);
@@ -184,6 +195,47 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
     for (const h of hits) note(h, out.plain ? REDACTED_MIXED : REDACTED_COMPUTED);
   });
   return { kind: 'allow', plan: { columns, maskedFields }, maskedFields };
+}
+
+const HASH_EQUALITY = 'a hash-masked column can be used only for equality with another column hashed with the same key (a.phone = b.phone, IS [NOT] DISTINCT FROM, JOIN … USING, GROUP BY phone, DISTINCT, count(DISTINCT phone), phone IS NULL)';
+
+function inferenceMessage(column: string, role: EffectiveRole): string {
+  const spec = role.masked.get(column);
+  if (spec?.mask === 'hash') {
+    return `${column} is masked (hash) for your role: ${HASH_EQUALITY}; comparing it with a literal, a parameter or an expression would test guesses of its value, and ORDER BY, <, LIKE, IN and ANY would tell more than equality`;
+  }
+  return `${column} is masked for your role: it cannot be used to filter, join, group, order or deduplicate rows (WHERE, JOIN, GROUP BY, ORDER BY, DISTINCT, UNION/INTERSECT/EXCEPT, or a subquery compared in one of them)`;
+}
+
+/** Why an equality use over masked columns tells more than the masks show (undefined: it does not). */
+function equalityProblem(eq: Equality, role: EffectiveRole): string | undefined {
+  const column = eq.operands.flatMap((o) => o.sources).find((s) => role.masked.has(s));
+  if (column === undefined) return undefined;
+  const spec = role.masked.get(column)!;
+  if (spec.mask !== 'hash') return inferenceMessage(column, role);
+  if (!role.hashEquality && eq.kind !== 'null') {
+    return `${column} is masked (hash) for your role: comparing it, even with another hash-masked column, is off (the policy's hash_equality: PostgreSQL may compare by sorting the clear values, and the rows' order would show it)`;
+  }
+  const head = `${column} is masked (hash) for your role: ${HASH_EQUALITY}`;
+  let agreed: string | undefined;
+  let family: string | null | undefined;
+  for (const o of eq.operands) {
+    if (!o.plain) return `${head}; ${eq.label} here is over a value computed from it`;
+    const m = agreedMask(o.branches, role);
+    if (!m || m.mask !== 'hash' || (agreed !== undefined && agreed !== describeMask(m))) {
+      return `${head}; ${eq.label} here compares it with ${o.sources.length ? o.sources.join(', ') : 'a value'}, which is not (in every branch) a column hashed with the same key`;
+    }
+    agreed ??= describeMask(m);
+    // Equality of NULL-ness is the same for any type; equality of values only where equal values
+    // print alike (not numeric 1.0 = 1.00, a case-insensitive collation, citext…).
+    if (eq.kind === 'null') continue;
+    if (o.family === null || (family !== undefined && family !== o.family)) {
+      return `${head}; ${eq.label} here compares values of ${o.sources.join(', ')} whose type or collation makes values equal that print differently, so it would tell more than their hashes`;
+    }
+    family = o.family;
+  }
+  if (eq.shadowed) return `${head}; ${eq.label} here could resolve to ${eq.shadowed}`;
+  return undefined;
 }
 
 /** How a redacted output is named in the audit record's masked_fields. */

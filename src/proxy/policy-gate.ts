@@ -72,23 +72,44 @@ export class PolicyGate {
   }
 }
 
+/** DDL that defines code PostgreSQL may later run without the statement naming it (casts, triggers, operators…). */
+const CODE_DEFINITIONS = new Set([
+  'CREATE FUNCTION', 'CREATE PROCEDURE', 'CREATE CAST', 'CREATE TRIGGER', 'CREATE CONSTRAINT TRIGGER', 'CREATE AGGREGATE',
+  'CREATE OPERATOR', 'CREATE OPERATOR CLASS', 'CREATE OPERATOR FAMILY', 'CREATE TYPE', 'CREATE DOMAIN', 'CREATE RULE',
+  'CREATE EVENT TRIGGER', 'CREATE LANGUAGE', 'CREATE TRANSFORM', 'CREATE CONVERSION', 'CREATE COLLATION', 'CREATE ACCESS METHOD',
+  'CREATE TEXT SEARCH PARSER', 'CREATE TEXT SEARCH TEMPLATE', 'CREATE TEXT SEARCH DICTIONARY', 'CREATE TEXT SEARCH CONFIGURATION',
+  'ALTER FUNCTION', 'ALTER PROCEDURE', 'ALTER OPERATOR', 'ALTER TYPE', 'ALTER DOMAIN', 'ALTER AGGREGATE', 'ALTER TRIGGER', 'ALTER RULE',
+  'ALTER EVENT TRIGGER', 'ALTER LANGUAGE', 'ALTER CONVERSION', 'ALTER COLLATION', 'ALTER OPERATOR CLASS', 'ALTER OPERATOR FAMILY',
+]);
+
 /**
- * A temporary view (or a rule, which turns a table into a view) lives in the session's pg_temp,
- * which the shared catalog does not see, and shadows a table of the same name: the proxy would plan
- * `SELECT status FROM orders` against public.orders while PostgreSQL reads the view. Refused to
- * roles with masked or denied columns. Temporary tables stay allowed: what they hold came through
- * the proxy, masked columns excluded.
+ * What a role with masked (or denied) columns may not do, because it would take PostgreSQL out of
+ * the proxy's sight:
+ * - temporary objects (tables, views, sequences) and rules live in the session's pg_temp, which the
+ *   shared catalog does not see, and shadow tables of the same name: `CREATE TEMP TABLE customers
+ *   AS …` would have the proxy apply public.customers' masks to values the caller chose (a
+ *   dictionary for the `hash` mask);
+ * - code definitions (functions, casts, triggers, operators, types…) run later without being named;
+ * - SQL-level PREPARE over a table with masked columns: its EXECUTE names no table.
  */
 function shadowRefusal(info: StatementInfo, role: EffectiveRole): PolicyDecision | undefined {
   if (!role.masked.size && !role.denied.size) return undefined;
   const analysis = info.analysis;
   if (!analysis?.ok) return undefined;
-  const tempView = analysis.statements.some((st) => st.sessionState.some((s) => s.kind === 'temporary object' && / view /.test(s.reason)));
-  const rule = analysis.kinds.includes('CREATE RULE');
-  if (!tempView && !rule) return undefined;
-  const what = tempView ? 'temporary views' : 'rules';
-  return {
+  const roleName = role.names.join(', ') || 'default';
+  const refuse = (what: string, rule: string): PolicyDecision => ({
     kind: 'refuse',
-    refusal: { sqlstate: '42501', message: `${what} are not allowed to roles with masked columns (${role.names.join(', ') || 'default'}): the proxy could not see what they read`, rule: 'policy.temporary_view' },
-  };
+    refusal: { sqlstate: '42501', message: `${what} are not allowed to roles with masked columns (${roleName}): the proxy could not see what they read`, rule },
+  });
+  if (analysis.statements.some((st) => st.sessionState.some((s) => s.kind === 'temporary object') || st.relations.some((r) => r.temp))) return refuse('temporary objects', 'policy.temporary_object');
+  const code = analysis.kinds.find((k) => CODE_DEFINITIONS.has(k));
+  if (code) return refuse(`definitions of code (${code})`, 'policy.code_definition');
+  if (analysis.statements.some((st) => st.command?.type === 'prepare') && touchesMaskedTable(info, role)) return refuse('SQL PREPARE statements over tables with masked columns', 'policy.prepare');
+  return undefined;
+}
+
+/** Does the statement read or write a table that has a column masked or denied for this role? */
+function touchesMaskedTable(info: StatementInfo, role: EffectiveRole): boolean {
+  const tables = new Set([...role.masked.keys(), ...role.denied.keys()].map((c) => c.split('.').slice(0, 2).join('.')));
+  return info.tables.some((t) => tables.has(t)) || info.columns.some((c) => tables.has(c.split('.').slice(0, 2).join('.')));
 }

@@ -30,7 +30,7 @@ import { maskForOrigin, type ColumnMask, type PolicyDecision } from './mask-plan
 import { DEFAULT_SEARCH_PATH } from '../sql/index.ts';
 import { normalizeSync } from 'libpg-query';
 import { scalpleCall, checkArgs, paramTypeOid, textResult, type ScalpleCall } from './scalple-functions.ts';
-import type { SubjectPlan } from './subject-plan.ts';
+import { CopyKeyReader, type SubjectPlan } from './subject-plan.ts';
 import type { LiveAlerts } from '../audit/alerts.ts';
 
 export interface SessionContext {
@@ -167,6 +167,9 @@ export class Session {
 
   // Upstream framing state: bytes still to pass of a streamed row, or a partial message.
   private streamRemaining = 0;
+  /** A COPY TO STDOUT whose subject keys are read from its CopyData, and whether the message being streamed is one of its. */
+  private copyOut: { reader: CopyKeyReader; exec: Execution } | undefined;
+  private streamCopy = false;
   private upTail: Buffer | null = null;
 
   private actingFor: { principal: Principal; label: string; untilSeq: number } | undefined;
@@ -421,10 +424,17 @@ export class Session {
         this.answerLocally(textResult(['name', 'description', 'params', 'roles'], rows), true);
         return;
       }
-      case 'who_accessed': {
-        const answer = await this.whoAccessed(call.args);
+      case 'who_accessed':
+      case 'access_report':
+      case 'anomalies': {
+        // Audit answers for roles with audit: true, from the store; each read is recorded (audit-answers.ts).
+        const { answerAuditFunction } = await import('./audit-answers.ts');
+        const answer = await answerAuditFunction(call.fn, call.args, call.named, this.ctx.config, {
+          principal: this.principal, roleNames: this.role.names, audit: this.role.audit,
+          sessionId: this.id, clientAddr: this.init.clientAddr, applicationName: this.init.applicationName,
+        });
         if ('refusal' in answer) this.refuseSimple(answer.refusal, sql, info);
-        else this.answerLocally(textResult(answer.columns, answer.rows), true);
+        else this.answerLocally(answer.messages, true);
         return;
       }
       case 'admin_revoke':
@@ -489,37 +499,6 @@ export class Session {
     }
   }
 
-  /**
-   * Audit answers through the proxy for roles with `audit: true`, read from the store as the
-   * proxy's audit role; the read is itself recorded (an audit_read event naming the person).
-   */
-  private async whoAccessed(args: string[]): Promise<{ columns: string[]; rows: (string | null)[][] } | { refusal: Refusal }> {
-    const roleName = this.role.names.join('+') || 'default';
-    if (!this.role.audit) return { refusal: { sqlstate: '42501', message: `scalple.who_accessed() needs a role with audit: true (yours: ${roleName})`, rule: `roles.${roleName}.audit` } };
-    const [subjectName, key, since] = args;
-    const { resolveSubject, checkKey, whoAccessed } = await import('../audit/who-accessed.ts');
-    const { recordAuditRead } = await import('../audit/audit-read.ts');
-    const pg = (await import('pg')).default;
-    let client: InstanceType<typeof pg.Client> | undefined;
-    try {
-      const subject = resolveSubject(this.ctx.config.policy, subjectName ?? '');
-      const m = since ? /^(\d+)([dh])$/.exec(since) : null;
-      const sinceDate = since ? (m ? new Date(Date.now() - Number(m[1]) * (m[2] === 'd' ? 86_400_000 : 3_600_000)) : new Date(since)) : undefined;
-      if (sinceDate && Number.isNaN(sinceDate.getTime())) return { refusal: { sqlstate: '22023', message: 'since must be an ISO time or a duration like 30d', rule: 'scalple.functions' } };
-      client = new pg.Client({ connectionString: this.ctx.config.audit.url, application_name: 'scalple-audit-read' });
-      await client.connect();
-      const accesses = await whoAccessed(client, { subject, key: checkKey(key ?? ''), ...(sinceDate ? { since: sinceDate } : {}) });
-      await recordAuditRead(this.ctx.config, { command: 'who-accessed', arguments: { subject: subject.name, key: key ?? '', since: since ?? null }, results: accesses.length, principal: this.principal });
-      const columns = ['ts', 'access', 'email', 'acting_for', 'statement', 'columns', 'masked_fields', 'reason'];
-      const rows = accesses.map((a) => [a.ts, a.access, a.email, actingForLabel(a.acting_for), a.statement, (a.columns ?? []).join(', '), a.masked_fields ? JSON.stringify(a.masked_fields) : null, a.reason].map((v) => (v === null || v === undefined ? null : String(v))));
-      return { columns, rows };
-    } catch (err) {
-      return { refusal: { sqlstate: err instanceof ScalpleError ? err.sqlstate : '57P03', message: errorMessage(err), rule: 'audit.read' } };
-    } finally {
-      await client?.end().catch(() => undefined);
-    }
-  }
-
   /** Admin actions through the proxy: only for roles with `admin: true`, done as the caller. */
   private async adminCall(fn: 'admin_revoke' | 'admin_restore' | 'admin_grant', args: string[]): Promise<Refusal | undefined> {
     const roleName = this.role.names.join('+') || 'default';
@@ -551,6 +530,11 @@ export class Session {
     const roleName = this.role.names.join('+') || 'default';
     const control = info.kinds.every((k) => ['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'SAVEPOINT', 'RELEASE', 'ROLLBACK TO', 'SHOW'].includes(k));
     let decision = this.ctx.gate.decide(info, this.role, this.roleKey);
+    if (decision.kind === 'allow' && this.hasMasks() && this.fetchesProtocolPortal(info)) {
+      // A portal bound through the protocol carries its masks on the proxy's side only; SQL FETCH
+      // or MOVE on it would read its rows past them.
+      decision = { kind: 'refuse', refusal: { sqlstate: '42501', message: `FETCH and MOVE of a portal bound with the extended protocol are not allowed to roles with masked columns (${roleName}): use Execute`, rule: 'protocol.portal_fetch' } };
+    }
     if (decision.kind === 'allow' && !named && this.role.namedOnly && !control) {
       const refusal = { sqlstate: '42501', message: `your role (${roleName}) may run named queries only: see scalple queries, or SELECT * FROM scalple.named_queries()`, rule: `roles.${roleName}.named_only` };
       decision = { kind: 'refuse', refusal };
@@ -565,6 +549,17 @@ export class Session {
     if (this.ctx.gate.enforce) return decision.kind === 'refuse' ? { refusal: decision.refusal, decision } : { decision };
     const observed = decision.kind === 'refuse' ? `would deny: ${decision.refusal.rule}` : decision.plan ? `would mask: ${Object.entries(decision.plan.maskedFields).map(([c, m]) => `${c}=${m}`).join(', ')}` : undefined;
     return { decision: { kind: 'allow' }, ...(observed ? { observed } : {}) };
+  }
+
+  private hasMasks(): boolean {
+    return this.role.masked.size > 0 || this.role.denied.size > 0;
+  }
+
+  /** Does the statement FETCH or MOVE a portal the client bound through the extended protocol? */
+  private fetchesProtocolPortal(info: StatementInfo): boolean {
+    if (!info.analysis?.ok || !this.portals.size) return false;
+    const names = new Set([...this.portals.keys()].map((k) => k.toLowerCase()));
+    return info.analysis.statements.some((st) => st.command?.type === 'fetch' && st.command.cursor !== null && names.has(st.command.cursor.toLowerCase()));
   }
 
   /** Does this statement read a table that has columns masked for this caller? */
@@ -731,6 +726,11 @@ export class Session {
   private onExecute(f: Frame): void | Promise<void> {
     const name = new Reader(f.body).cstring();
     const portal = this.portals.get(name);
+    if (!portal && this.hasMasks()) {
+      // Not bound through the proxy (a cursor DECLAREd in SQL): its rows would carry no masks.
+      this.failExtended({ sqlstate: '42501', message: `portal "${name}" was not bound through Scalple: Execute of it is not allowed to roles with masked columns`, rule: 'protocol.portal_unknown' });
+      return;
+    }
     const setting = portal?.stmt.info.setting;
     if (setting) {
       return this.applySetting(setting).then((refusal) => {
@@ -1066,7 +1066,9 @@ export class Session {
     let fwd = 0; // start of the range still to forward unchanged
     if (this.streamRemaining > 0) {
       const n = Math.min(this.streamRemaining, buf.length);
+      if (this.streamCopy) this.copyOut?.reader.push(buf.subarray(0, n));
       this.streamRemaining -= n;
+      if (this.streamRemaining === 0) this.streamCopy = false;
       off = n;
     }
     while (off < buf.length) {
@@ -1076,10 +1078,22 @@ export class Session {
       }
       const type = buf[off]!;
       const end = off + 1 + buf.readInt32BE(off + 1);
-      if ((type === Back.DataRow && !this.rowPlan()) || type === Back.CopyData) {
+      if (type === Back.DataRow && !this.rowPlan()) {
         // The hot path: rows pass through as slices, across chunk boundaries if need be.
         if (end > buf.length) {
           this.streamRemaining = end - buf.length;
+          off = buf.length;
+          break;
+        }
+        off = end;
+        continue;
+      }
+      if (type === Back.CopyData) {
+        // Likewise; a COPY whose keys are read sees the same bytes, whole or in parts, as they pass.
+        if (this.copyOut) this.copyOut.reader.push(buf.subarray(off + 5, Math.min(end, buf.length)));
+        if (end > buf.length) {
+          this.streamRemaining = end - buf.length;
+          this.streamCopy = this.copyOut !== undefined;
           off = buf.length;
           break;
         }
@@ -1184,8 +1198,24 @@ export class Session {
       case Back.CopyInResponse:
         this.copyIn = true;
         return 'forward';
+      case Back.CopyOutResponse: {
+        // COPY … TO STDOUT in text or CSV with the key in its output: read the keys from its rows.
+        const sp = h && (h.k === 'query' || h.k === 'execute') ? h.plan?.subjects : undefined;
+        const exec = h && (h.k === 'query' || h.k === 'execute') ? h.exec : undefined;
+        if (!sp?.copy || !exec) return 'forward';
+        const reader = CopyKeyReader.start(sp, body);
+        if (typeof reader === 'string') {
+          exec.subjectsPossible ??= {};
+          for (const s of new Set(sp.capture.values())) exec.subjectsPossible[s] = `keys unknown (${reader}): every row the statement's predicate matched`;
+        } else this.copyOut = { reader, exec };
+        return 'forward';
+      }
+      case Back.CopyDone:
+        this.endCopyOut();
+        return 'forward';
       case Back.ErrorResponse:
         this.copyIn = false;
+        this.endCopyOut();
         return this.onBackendError(body, h);
       case Back.ParameterStatus: {
         // The analysis assumes UTF-8 and standard strings; if either changes, the proxy and the
@@ -1297,6 +1327,14 @@ export class Session {
     this.lastMasked = fields.flatMap((f, i) => (columns[i] ? [{ column: f.name.toString('utf8'), source: columns[i]!.source ?? '', mask: columns[i]!.label }] : []));
     if (!columns.some(Boolean) && !hidden) return 'forward';
     return encodeRowDescription(fields.map((f, i) => (columns[i] ? { ...f, tableOid: 0, attnum: 0, typeOid: 25, typlen: -1, typmod: -1, format: 0 } : f)));
+  }
+
+  /** The COPY TO STDOUT being read ended (CopyDone or an error): its keys go to its execution. */
+  private endCopyOut(): void {
+    if (!this.copyOut) return;
+    this.copyOut.reader.finish(this.copyOut.exec);
+    this.copyOut = undefined;
+    this.streamCopy = false;
   }
 
   private startSubjects(exec: Execution, plan: SubjectPlan | undefined): void {
@@ -1518,13 +1556,6 @@ function textForMasked(rest: Buffer, columns: readonly (ColumnMask | undefined)[
   if (!codes.some((c) => c !== 0)) return rest;
   const per = codes.length === 1 ? columns.map(() => codes[0]!) : codes;
   return withResultFormats(rest, start, per.map((c, i) => (columns[i] ? 0 : c)));
-}
-
-/** The person an application acted for, as stored (JSON), for display. */
-function actingForLabel(v: unknown): string | null {
-  if (!v || typeof v !== 'object') return null;
-  const o = v as { email?: unknown; sub?: unknown };
-  return typeof o.email === 'string' ? o.email : typeof o.sub === 'string' ? o.sub : null;
 }
 
 /** Bind parameters as text for the audit record (binary ones as \x hex), each capped in length. */
