@@ -728,7 +728,7 @@ export class Session {
     const portal = this.portals.get(name);
     if (!portal && this.hasMasks()) {
       // Not bound through the proxy (a cursor DECLAREd in SQL): its rows would carry no masks.
-      this.failExtended({ sqlstate: '42501', message: `portal "${name}" was not bound through Scalple: Execute of it is not allowed to roles with masked columns`, rule: 'protocol.portal_unknown' });
+      this.failExtended({ sqlstate: '34000', message: `portal "${name}" does not exist here: roles with masked columns can Execute only portals bound through Scalple`, rule: 'protocol.portal_unknown' });
       return;
     }
     const setting = portal?.stmt.info.setting;
