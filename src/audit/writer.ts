@@ -706,6 +706,9 @@ class AuditWriter implements AuditStore {
 
   async grant(input: GrantInput): Promise<ActiveGrant> {
     if (!input.sub && !input.email) throw new ScalpleError('USAGE', 'grant needs the person\'s sub or email.');
+    // ASCII only: JavaScript's and PostgreSQL's lower() agree on it, so "another person" is judged
+    // as the grant will be matched ('alİce@…' would otherwise pass here and match alice there).
+    if (input.email && !/^[\x21-\x7e]+@[\x21-\x7e]+$/.test(input.email)) throw new ScalpleError('USAGE', 'a grant needs a plain ASCII email address.');
     if (input.email && input.by.toLowerCase() === input.email.toLowerCase()) throw new ScalpleError('USAGE', 'a grant must be given by another person.');
     const grantId = randomUUID();
     const now = new Date();

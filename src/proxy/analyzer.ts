@@ -21,6 +21,14 @@ export interface AnalyzerOptions {
   logger: Logger;
 }
 
+/** Built-in (and contrib) functions that run a query, or read a table, given as text. */
+const SQL_RUNNING_FUNCTIONS = new Set([
+  'query_to_xml', 'query_to_xml_and_xmlschema', 'query_to_xmlschema', 'table_to_xml', 'table_to_xml_and_xmlschema', 'table_to_xmlschema',
+  'cursor_to_xml', 'cursor_to_xmlschema', 'schema_to_xml', 'schema_to_xml_and_xmlschema', 'schema_to_xmlschema', 'database_to_xml',
+  'database_to_xml_and_xmlschema', 'database_to_xmlschema', 'ts_stat', 'ts_rewrite', 'crosstab', 'crosstab2', 'crosstab3', 'crosstab4',
+  'connectby', 'xpath_table', 'dblink', 'dblink_exec', 'dblink_open', 'dblink_fetch', 'dblink_send_query',
+]);
+
 const AUDIT_REFUSAL = { sqlstate: '42501', message: 'statements that touch the scalple_audit schema are not allowed through the proxy', rule: 'audit.schema' };
 
 export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAnalyzer> {
@@ -69,6 +77,13 @@ export async function createAnalyzer(opts: AnalyzerOptions): Promise<StatementAn
     };
     if (analysis.touchesAuditSchema) {
       info.refusal = AUDIT_REFUSAL;
+      return info;
+    }
+    // Functions that run SQL (or read a relation) named by text built at run time: the proxy can
+    // tell neither what they read — the audit schema included — nor whose data, for any role.
+    const opaque = analysis.statements.flatMap((st) => st.functions).find((f) => (f.schema === null || f.schema === 'pg_catalog' || f.schema === 'public') && SQL_RUNNING_FUNCTIONS.has(f.name.toLowerCase()));
+    if (opaque) {
+      info.refusal = { sqlstate: '42501', message: `${opaque.name}() runs SQL built at run time, which Scalple cannot check or audit: run the query itself`, rule: 'sql.opaque_function' };
       return info;
     }
     // set_config() of search_path, or of a name built at run time, would steer name resolution

@@ -33,6 +33,8 @@ export interface AuditAsker {
   /** Role names (joined for messages) and whether any of them has audit: true. */
   roleNames: string[];
   audit: boolean;
+  /** Columns (schema.table.column) and tables denied to the asker: see scrubForAsker. */
+  restricted: string[];
   sessionId: string;
   clientAddr: string;
   applicationName: string;
@@ -77,9 +79,17 @@ function bindArgs(fn: AuditFunction, args: (string | null)[], named: Record<stri
   return out;
 }
 
+/** Accesses one report built by the proxy may list. */
+const MAX_REPORT_ACCESSES = 1000;
+
+/** Upper bounds, so one call cannot make the proxy hold an unbounded answer. */
+const MAX_INT: Record<string, number> = { limit: 10_000, examples: 100 };
+
 function positiveInt(v: string | undefined, name: string, dflt: number): number {
   if (v === undefined) return dflt;
+  const max = MAX_INT[name] ?? 10_000;
   if (!/^\d+$/.test(v.trim()) || Number(v) < 1 || !Number.isSafeInteger(Number(v))) throw new BadArgument(`${name} must be a positive integer (got "${v}")`);
+  if (Number(v) > max) throw new BadArgument(`${name} may be at most ${max} through the proxy (got ${v}): narrow with since/until, or run the command with --config on the proxy host`);
   return Number(v);
 }
 
@@ -171,6 +181,8 @@ async function whoAccessed(bound: Map<string, string>, time: TimeArg, config: Sc
   } finally {
     await client.end().catch(() => undefined);
   }
+  answer.accesses = scrubForAsker(answer.accesses, who);
+  if (answer.possible) answer.possible.groups = scrubForAsker(answer.possible.groups, who);
   // Recorded before anything is sent: a read that cannot be recorded shows nothing.
   await record(config, who, 'who-accessed', {
     subject: subjectName, key, since: since?.toISOString() ?? null, until: until?.toISOString() ?? null,
@@ -229,6 +241,11 @@ async function accessReport(bound: Map<string, string>, time: TimeArg, config: S
   } finally {
     await client.end().catch(() => undefined);
   }
+  if (accesses.length > MAX_REPORT_ACCESSES) {
+    // The whole report is one value held in the proxy that relays everybody's sessions: bounded.
+    throw new BadArgument(`the report for ${subjectName} ${key} would list ${accesses.length.toLocaleString('en')} accesses, more than the ${MAX_REPORT_ACCESSES.toLocaleString('en')} the proxy builds: narrow it with since/until, or run scalple audit report --config on the proxy host`);
+  }
+  accesses = scrubForAsker(accesses, who);
   await record(config, who, 'report', { subject: subjectName, key, since: since?.toISOString() ?? null, until: until.toISOString() }, accesses.length);
   const p = who.principal;
   const report = buildReport({
@@ -279,4 +296,33 @@ async function anomalies(bound: Map<string, string>, time: TimeArg, config: Scal
   const messages = typedResult(columns, rows);
   messages.push(noticeMessage(`window ${report.window.since} … ${report.window.until} (${report.window.days} days), ${report.people_evaluated} people evaluated, ${plural(report.findings.length, 'finding')}`));
   return { messages };
+}
+
+/**
+ * An auditor's own `deny` still applies to what audit answers show: for an access that touched a
+ * column (or table) denied to the asker, the statement's literals, its parameters and its error
+ * text (which may quote values) are withheld — `UPDATE customers SET ssn = '…'` keeps its shape,
+ * not the value. Masks do not: `audit: true` is the right to read the trail, literals included.
+ */
+function scrubForAsker<T extends { statement: string | null; tables?: string[]; columns?: string[]; params?: unknown; error?: string | null }>(rows: T[], who: AuditAsker): T[] {
+  if (!who.restricted.length) return rows;
+  // A denied entry is a column (schema.table.column) or a whole table (schema.table).
+  const denied = new Set(who.restricted);
+  const touches = (r: T): boolean =>
+    (r.columns ?? []).some((c) => denied.has(c) || denied.has(c.split('.').slice(0, 2).join('.'))) || (r.tables ?? []).some((t) => denied.has(t)) || (!r.columns && !r.tables);
+  return rows.map((r) => {
+    if (!touches(r)) return r;
+    const out = { ...r, statement: r.statement === null ? null : scrubLiterals(r.statement) };
+    if ('params' in r && r.params !== null && r.params !== undefined) (out as { params: unknown }).params = Array.isArray(r.params) ? r.params.map(() => '[withheld]') : '[withheld]';
+    if ('error' in r && r.error) (out as { error: string | null }).error = scrubLiterals(r.error);
+    return out;
+  });
+}
+
+/** String, dollar-quoted and numeric literals replaced, so no value of a column survives. */
+function scrubLiterals(sql: string): string {
+  return sql
+    .replace(/\$([A-Za-z_][A-Za-z0-9_]*)?\$[\s\S]*?\$\1\$/g, "'…'")
+    .replace(/[EeBbXxNnUu]?&?'(?:[^']|'')*'/g, "'…'")
+    .replace(/(?<![A-Za-z0-9_$])\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g, '…');
 }

@@ -257,6 +257,8 @@ export class Session {
     if (lingering) setTimeout(() => this.client.destroy(), 2000).unref();
     else this.client.destroy();
     this.upstream.destroy();
+    // A COPY cut off by the close keeps the keys of the rows already relayed.
+    this.endCopyOut();
     // Executions that never completed still get a completion record.
     for (let i = this.pendingHead; i < this.pending.length; i++) {
       const p = this.pending[i]!;
@@ -430,7 +432,7 @@ export class Session {
         // Audit answers for roles with audit: true, from the store; each read is recorded (audit-answers.ts).
         const { answerAuditFunction } = await import('./audit-answers.ts');
         const answer = await answerAuditFunction(call.fn, call.args, call.named, this.ctx.config, {
-          principal: this.principal, roleNames: this.role.names, audit: this.role.audit,
+          principal: this.principal, roleNames: this.role.names, audit: this.role.audit, restricted: [...this.role.denied.keys()],
           sessionId: this.id, clientAddr: this.init.clientAddr, applicationName: this.init.applicationName,
         });
         if ('refusal' in answer) this.refuseSimple(answer.refusal, sql, info);
@@ -821,6 +823,8 @@ export class Session {
         try {
           const { principal } = await this.ctx.verifier.verifyToken(s.value);
           if (principal.kind !== 'person') return 'scalple.on_behalf_of must be a person\'s token, not an application\'s';
+          // A revoked person may not act through an application either (fails closed if the store cannot tell).
+          if (await this.ctx.audit.isRevoked(principal).catch(() => true)) return 'scalple.on_behalf_of refused: that person\'s access is revoked';
           this.actingFor = { principal, label: principalLabel(principal), untilSeq: this.syncSeq + 1 };
           return undefined;
         } catch (err) {
