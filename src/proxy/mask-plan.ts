@@ -165,7 +165,17 @@ export function decide(analysis: Analysis, access: Access | null, role: Effectiv
   if (unsafe) {
     const out = sa.outputs.find((o) => !o.plain && o.sources.includes(unsafe.column));
     const where = out ? `output "${out.name}"` : 'the statement';
-    return refuse('mask.computed', `${where} computes over masked ${unsafe.column} with ${unsafe.why}, which could fail, wait or compare depending on the value: select the column itself (it comes back masked), compute with lower, upper, trim, ||, concat, coalesce, left/right/substr, length, md5, format, casts to text, min/max/count/string_agg/array_agg/json_agg (it comes back redacted), or ask for access`);
+    return refuse('mask.computed', `${where} computes over masked ${unsafe.column} with ${unsafe.why}, which could fail, wait or compare depending on the value: select the column itself (it comes back masked), compute with lower, upper, trim, ||, concat, coalesce, left/right/substr, length, md5, format (no widths), casts to text, min/max (of scalar values), count/string_agg/array_agg/json_agg (it comes back redacted), or ask for access`);
+  }
+  // One step putting two masked values together (`x || x`, concat(email, ssn), format('%1$s%1$s',
+  // x)), or one masked column into two fields of a record: chained, doubling builds 2^n copies and
+  // fails on PostgreSQL's 1 GB limit exactly when length · 2^n passes it, which tells the length.
+  for (const c of sa.combined) {
+    const masked = c.args.map((a) => a.filter((x) => role.masked.has(x)));
+    const twice = c.record ? masked.flat().find((x, i, all) => all.indexOf(x) !== i) : masked.filter((m) => m.length > 0).length > 1 ? masked.flat()[0] : undefined;
+    if (twice === undefined) continue;
+    const what = c.record ? `masked ${twice} in two of its fields` : `more than one value derived from masked columns (${[...new Set(masked.flat())].join(', ')})`;
+    return refuse('mask.computed', `${c.why} puts ${what} into one value: repeated, that builds a value whose size tells the length of the masked value (PostgreSQL's 1 GB limit). Combine one masked value at a time with constants or unmasked columns, select the columns separately, or ask for access`);
   }
 
   const columns: (ColumnMask | undefined)[] = [];

@@ -95,7 +95,46 @@ export interface ValuePath {
    * object could take over ('operator ||', 'type text'). Checked against the catalog.
    */
   readonly shadowable: readonly string[];
+  /**
+   * A step that compares the values it is given ('max()', 'min()') and sees this value's type as
+   * it is: every step between passes its input's type through (coalesce, CASE results, a scalar
+   * subquery, window functions…). Comparing is only safe over a built-in scalar type: records
+   * compare field by field and stop at the first difference, so a field whose type has no
+   * ordering (json) fails exactly when the fields before it are equal. resolve.ts checks what a
+   * reference (or a scalar subquery) with such a step pending stands for. null: none.
+   */
+  readonly compares: string | null;
+  /**
+   * The type of the expression's result, relative to this value: 'same' when every step passes
+   * its input's type through; otherwise what the outermost step that does not makes of it —
+   * 'scalar' (text, a length, json…) or 'composite' (a record, an array, or unknown: ROW(…),
+   * ARRAY(…), array_agg, a field of a composite value).
+   */
+  readonly result: ValueKind;
+  /**
+   * Allowed steps that put several values into one (`a || b`, concat(a, b), format('%s%s', a, b),
+   * string_agg(a, b), ROW(a, b)) that this value passes through, as `step:argument` (unique in the
+   * statement; `r…` for a record, whose fields only count when one column fills two of them; a
+   * format() argument the format string uses twice is two arguments). resolve.ts gathers the
+   * columns each argument comes from and mask-plan.ts refuses a step two masked arguments reach:
+   * doubling a value (`x || x`, chained) builds 2^n copies and fails on PostgreSQL's 1 GB limit
+   * exactly when `length · 2^n` passes it, which tells the length.
+   */
+  readonly combines: readonly string[];
+  /** How many concatenating aggregates (string_agg, array_agg, json_agg, ARRAY(subquery)) the value goes through. */
+  readonly aggregates: number;
 }
+
+/** Why a comparing step (min()/max()) may not see a record or an array (see ValuePath.compares). */
+export function comparedComposite(compares: string): string {
+  return `${compares} over a record or an array (compared field by field, it fails on a field without ordering only when the fields before it are equal)`;
+}
+
+/** What kind of value a step produces: its input's type ('same'), or a kind of its own. */
+export type ValueKind = 'same' | 'scalar' | 'composite';
+
+/** What an allowed step does to the type of a value: passes it through, makes a scalar or a composite of it, or compares it (passing it through). */
+type StepKind = ValueKind | 'compare';
 
 /**
  * Where the rows of a block go. rows: read through references from the enclosing query (FROM
@@ -559,7 +598,7 @@ interface Sink {
   path: ValuePath;
 }
 
-const DIRECT: ValuePath = Object.freeze({ unsafe: null, computed: false, shadowable: Object.freeze([]) as readonly string[] });
+const DIRECT: ValuePath = Object.freeze({ unsafe: null, computed: false, shadowable: Object.freeze([]) as readonly string[], compares: null, result: 'same', combines: Object.freeze([]) as readonly string[], aggregates: 0 });
 
 function newSink(): Sink {
   return { refs: [], scopes: [], path: DIRECT };
@@ -592,6 +631,8 @@ class StatementBuilder {
   private auditInTree = false;
   /** See StatementInfo.literalValues (positions are read from the scopes). */
   private literalValues = false;
+  /** Combining steps numbered so far (see ValuePath.combines). */
+  private steps = 0;
   private scalpleSetting: ScalpleSetting | null = null;
   private setting: VariableSetting | null = null;
   private transaction: TransactionControl | null = null;
@@ -1388,18 +1429,41 @@ class StatementBuilder {
   /**
    * A sink for the values found one step further down: the same refs and blocks, with the step
    * added to the path. `unsafe` names the step when it is not on the allow-list (null when it is);
-   * `shadowable` names what must still be the built-in for the step to be safe.
+   * `shadowable` names what must still be the built-in for the step to be safe; `kind` says what
+   * the step does to the value's type (see ValuePath.compares and .result), `compare` names a
+   * comparing step. A step that makes a record or an array of a value a comparing step above it
+   * would see is not allowed. Steps off the allow-list count as 'composite' (unknown).
    */
-  private through(sink: Sink | null, unsafe: string | null, shadowable?: string): Sink | null {
+  private through(sink: Sink | null, unsafe: string | null, shadowable?: string, kind: StepKind = 'composite', compare?: string): Sink | null {
     if (!sink) return null;
     const p = sink.path;
-    if (p.computed && (p.unsafe !== null || unsafe === null) && !shadowable) return sink;
-    const path: ValuePath = {
-      unsafe: p.unsafe ?? unsafe,
-      computed: true,
-      shadowable: shadowable && !p.shadowable.includes(shadowable) ? [...p.shadowable, shadowable] : p.shadowable,
-    };
+    let why = p.unsafe ?? unsafe;
+    let compares = p.compares;
+    let result = p.result;
+    if (kind === 'compare') compares = compare ?? 'a comparison';
+    else if (kind !== 'same') {
+      if (kind === 'composite' && compares !== null && why === null) why = comparedComposite(compares);
+      compares = null;
+      if (result === 'same') result = kind;
+    }
+    const shadow = shadowable && !p.shadowable.includes(shadowable) ? [...p.shadowable, shadowable] : p.shadowable;
+    if (p.computed && why === p.unsafe && compares === p.compares && result === p.result && shadow === p.shadowable) return sink;
+    const path: ValuePath = { unsafe: why, computed: true, shadowable: shadow, compares, result, combines: p.combines, aggregates: p.aggregates };
     return { refs: sink.refs, scopes: sink.scopes, path };
+  }
+
+  /** A sink one step further down that is argument `args` of combining step `step` (see ValuePath.combines), or a concatenating aggregate. */
+  private combine(sink: Sink | null, step: string | null, args: readonly string[], aggregate = false): Sink | null {
+    if (!sink || (step === null && !aggregate)) return sink;
+    const p = sink.path;
+    const combines = step === null ? p.combines : [...p.combines, ...args.map((a) => `${step}:${a}`)];
+    const path: ValuePath = { ...p, combines, aggregates: p.aggregates + (aggregate ? 1 : 0) };
+    return { refs: sink.refs, scopes: sink.scopes, path };
+  }
+
+  /** A new combining step: `[r]n label` (r: a record, see ValuePath.combines). */
+  private nextStep(label: string, record = false): string {
+    return `${record ? 'r' : ''}${this.steps++} ${label}`;
   }
 
   /** Walks an expression: records column refs, functions and subquery blocks; unknown nodes are walked generically. */
@@ -1450,7 +1514,8 @@ class StatementBuilder {
           else {
             sink?.scopes.push(id);
             // Only a scalar or ARRAY subquery passes its value on; the others compare it.
-            const on = value ? this.through(sink, null) : null;
+            // A scalar subquery's value is its output's; ARRAY(…) makes an array of it.
+            const on = value ? this.combine(this.through(sink, null, undefined, type === 'ARRAY_SUBLINK' ? 'composite' : 'same'), null, [], type === 'ARRAY_SUBLINK') : null;
             s.use = on ? { kind: 'value', path: on.path } : { kind: 'test' };
           }
         }
@@ -1462,11 +1527,11 @@ class StatementBuilder {
       case 'TypeCast': {
         const tc = payload(node, 'TypeCast');
         const target = castTarget(tc.typeName);
-        this.expr(tc.arg, scope, env, this.through(sink, target.unsafe, target.shadowable), outputAlias);
+        this.expr(tc.arg, scope, env, this.through(sink, target.unsafe, target.shadowable, 'scalar'), outputAlias);
         return;
       }
       case 'CollateClause':
-        this.expr(payload(node, 'CollateClause').arg, scope, env, this.through(sink, null), outputAlias);
+        this.expr(payload(node, 'CollateClause').arg, scope, env, this.through(sink, null, undefined, 'same'), outputAlias);
         return;
       case 'A_Expr': {
         const e = payload(node, 'A_Expr');
@@ -1475,17 +1540,24 @@ class StatementBuilder {
         if (op.length) this.operators.add(op.join('.'));
         if (sink === null && this.equality(e, op, scope)) return;
         const concat = e.kind === 'AEXPR_OP' && opName === '||' && (op.length === 1 || (op.length === 2 && op[0] === 'pg_catalog'));
-        const next = concat ? this.through(sink, null, 'operator ||') : this.through(sink, aExprLabel(e.kind, op));
-        this.expr(e.lexpr, scope, env, next);
-        this.expr(e.rexpr, scope, env, next);
+        // `||` gives text, or an array when an operand is one: it keeps its operands' kind. (A
+        // scalar value and a clean array give an array of the scalar's type, which compares element
+        // by element without failing on some values only: text has an ordering, json none at all.)
+        const next = concat ? this.through(sink, null, 'operator ||', 'same') : this.through(sink, aExprLabel(e.kind, op));
+        const step = concat && e.lexpr && e.rexpr ? this.nextStep('operator ||') : null;
+        this.expr(e.lexpr, scope, env, this.combine(next, step, ['0']));
+        this.expr(e.rexpr, scope, env, this.combine(next, step, ['1']));
         return;
       }
       case 'CoalesceExpr':
-        this.exprs(payload(node, 'CoalesceExpr').args, scope, env, this.through(sink, null));
+        this.exprs(payload(node, 'CoalesceExpr').args, scope, env, this.through(sink, null, undefined, 'same'));
         return;
-      case 'RowExpr':
-        this.exprs(payload(node, 'RowExpr').args, scope, env, this.through(sink, null));
+      case 'RowExpr': {
+        const next = this.through(sink, null, undefined, 'composite');
+        const step = this.nextStep('ROW(…)', true);
+        (payload(node, 'RowExpr').args ?? []).forEach((a, i) => this.expr(a, scope, env, this.combine(next, step, [String(i)])));
         return;
+      }
       case 'CaseExpr': {
         const c = payload(node, 'CaseExpr');
         // Which branch is taken must not depend on a masked value: operand and conditions are
@@ -1498,9 +1570,9 @@ class StatementBuilder {
             continue;
           }
           this.expr(cw.expr, scope, env, this.through(sink, 'a CASE WHEN condition'));
-          this.expr(cw.result, scope, env, this.through(sink, null));
+          this.expr(cw.result, scope, env, this.through(sink, null, undefined, 'same'));
         }
-        this.expr(c.defresult, scope, env, this.through(sink, null));
+        this.expr(c.defresult, scope, env, this.through(sink, null, undefined, 'same'));
         return;
       }
       case 'NullTest': {
@@ -1517,7 +1589,8 @@ class StatementBuilder {
       case 'A_Indirection': {
         const ind = payload(node, 'A_Indirection');
         const fieldsOnly = (ind.indirection ?? []).every((x) => tagOf(x) === 'String');
-        this.expr(ind.arg, scope, env, this.through(sink, fieldsOnly ? null : 'a subscript or (…).* expansion'));
+        // A field of a composite value: of a type not known here (it may be a record itself).
+        this.expr(ind.arg, scope, env, this.through(sink, fieldsOnly ? null : 'a subscript or (…).* expansion', undefined, 'composite'));
         this.exprs(ind.indirection, scope, env, this.through(sink, 'a subscript'));
         return;
       }
@@ -1585,9 +1658,19 @@ class StatementBuilder {
       if (spec.check) this.literalValues = true; // format('%s') vs format('%*s'), substring bounds
       all = spec.check?.(fc.args ?? []) ?? null;
     }
-    (fc.args ?? []).forEach((a, i) => {
-      const data = spec !== undefined && (spec.data === 'all' ? i >= (spec.from ?? 0) : spec.data.includes(i));
-      this.expr(a, scope, env, this.through(sink, all ?? (data ? null : `argument ${i + 1} of ${fname}()`)));
+    const args = fc.args ?? [];
+    const isData = (i: number): boolean => spec !== undefined && (spec.data === 'all' ? i >= (spec.from ?? 0) : spec.data.includes(i));
+    // format() puts each argument in as many times as the format string names it.
+    const uses = fname === 'format' ? formatUses(as(args[0], 'A_Const')?.sval?.sval, args.length - 1) : null;
+    const copies = (i: number): number => (uses ? (i === 0 ? 1 : (uses[i - 1] ?? 0)) : 1);
+    const dataArgs = args.reduce((n, _, i) => n + (isData(i) ? copies(i) : 0), 0);
+    const step = all === null && dataArgs > 1 && COMBINING_FUNCTIONS.has(fname) ? this.nextStep(`${fname}()`) : null;
+    const aggregate = all === null && CONCATENATING_AGGREGATES.has(fname);
+    args.forEach((a, i) => {
+      const data = isData(i);
+      const next = this.through(sink, all ?? (data ? null : `argument ${i + 1} of ${fname}()`), undefined, spec?.kind ?? 'composite', `${fname}()`);
+      const keys = Array.from({ length: copies(i) }, (_, j) => `${i}.${j}`);
+      this.expr(a, scope, env, data ? this.combine(next, step, keys, aggregate) : next);
     });
     this.exprs(fc.agg_order, scope, env, this.through(sink, `ORDER BY inside ${fname}()`));
     this.expr(fc.agg_filter, scope, env, null);
@@ -1704,50 +1787,127 @@ interface RedactableFunction {
   readonly from?: number;
   /** A reason the whole call is not allowed (it would pick another overload), or null. */
   readonly check?: (args: readonly Node[]) => string | null;
+  /** What the call does to the type of its data arguments (see StepKind): 'compare' for min/max. */
+  readonly kind: StepKind;
 }
 
 function integerConstant(n: Node | undefined): boolean {
   return as(n, 'A_Const')?.ival !== undefined;
 }
 
+/**
+ * A format() string that pads: a conversion with a width (`%10s`, `%-10s`, `%1$10s`, `%*s`).
+ * Padding a value to a width the caller chooses costs `width - length(value)` and fails with
+ * 54000 when that reaches PostgreSQL's 1 GB allocation limit: with a width near the limit, an
+ * error (at once) or not (after building up to 1 GB) tells the value's length. Parsed as
+ * PostgreSQL's text_format() does: `%%`, then `[n$][-…][width|*[n$]]type`.
+ */
+function formatPads(fmt: string): boolean {
+  for (let i = 0; i < fmt.length; i++) {
+    if (fmt[i] !== '%') continue;
+    i++;
+    if (fmt[i] === '%') continue;
+    const digits = (): boolean => {
+      const from = i;
+      while (i < fmt.length && fmt[i]! >= '0' && fmt[i]! <= '9') i++;
+      return i > from;
+    };
+    if (digits()) {
+      if (fmt[i] !== '$') return true; // `%10s`: a width
+      i++;
+    }
+    while (fmt[i] === '-') i++;
+    if (fmt[i] === '*' || digits()) return true;
+    // fmt[i] is the conversion type (s, I, L; anything else is an error whatever the values)
+  }
+  return false;
+}
+
+/**
+ * How many times a format() string (without widths: see formatPads) puts in each of `n`
+ * arguments: `%s` takes the next one, `%2$s` the second (and moves on from there). Unknown format
+ * strings (not a constant): once each (the call is refused anyway).
+ */
+function formatUses(fmt: string | undefined, n: number): number[] {
+  const uses: number[] = Array.from({ length: Math.max(0, n) }, () => (fmt === undefined ? 1 : 0));
+  if (fmt === undefined) return uses;
+  let next = 0;
+  for (let i = 0; i < fmt.length; i++) {
+    if (fmt[i] !== '%') continue;
+    i++;
+    if (fmt[i] === '%') continue;
+    let j = i;
+    while (j < fmt.length && fmt[j]! >= '0' && fmt[j]! <= '9') j++;
+    if (j > i && fmt[j] === '$') {
+      next = Number(fmt.slice(i, j)) - 1;
+      i = j + 1;
+    }
+    while (fmt[i] === '-') i++;
+    if (next >= 0 && next < uses.length) uses[next] = (uses[next] ?? 0) + 1;
+    next++;
+  }
+  return uses;
+}
+
+/** Allowed functions whose result holds every data argument they are given (lag/lead, coalesce, trim pick or cut one). */
+const COMBINING_FUNCTIONS = new Set(['concat', 'concat_ws', 'format', 'string_agg']);
+
+/** Aggregates whose result holds every value they are given: an aggregate of their results multiplies copies. */
+const CONCATENATING_AGGREGATES = new Set(['string_agg', 'array_agg', 'json_agg']);
+
 export const REDACTABLE_FUNCTIONS: ReadonlyMap<string, RedactableFunction> = new Map<string, RedactableFunction>([
-  ['lower', { data: [0] }],
-  ['upper', { data: [0] }],
-  ['initcap', { data: [0] }],
-  ['btrim', { data: 'all' }],
-  ['ltrim', { data: 'all' }],
-  ['rtrim', { data: 'all' }],
-  ['concat', { data: 'all' }],
-  ['concat_ws', { data: 'all' }],
-  ['left', { data: [0] }],
-  ['right', { data: [0] }],
-  ['substr', { data: [0] }],
+  ['lower', { data: [0], kind: 'scalar' }],
+  ['upper', { data: [0], kind: 'scalar' }],
+  ['initcap', { data: [0], kind: 'scalar' }],
+  ['btrim', { data: 'all', kind: 'scalar' }],
+  ['ltrim', { data: 'all', kind: 'scalar' }],
+  ['rtrim', { data: 'all', kind: 'scalar' }],
+  ['concat', { data: 'all', kind: 'scalar' }],
+  ['concat_ws', { data: 'all', kind: 'scalar' }],
+  ['left', { data: [0], kind: 'scalar' }],
+  ['right', { data: [0], kind: 'scalar' }],
+  ['substr', { data: [0], kind: 'scalar' }],
   // substring(x, 'pattern') is a regular expression (its time depends on the value): only the
   // integer forms, substring(x FROM 2 FOR 3).
-  ['substring', { data: [0], check: (args) => (args.slice(1).every(integerConstant) ? null : 'substring() with a pattern or non-constant bounds') }],
-  ['length', { data: [0] }],
-  ['char_length', { data: [0] }],
-  ['character_length', { data: [0] }],
-  ['octet_length', { data: [0] }],
-  ['bit_length', { data: [0] }],
-  ['md5', { data: [0] }],
-  // format(): the format string must be a constant without `*` (a width taken from an argument).
-  ['format', { data: 'all', from: 1, check: (args) => (/^[^*]*$/.test(as(args[0], 'A_Const')?.sval?.sval ?? '*') ? null : 'format() with a format string that is not a constant without *') }],
-  ['to_json', { data: [0] }],
-  ['row_to_json', { data: [0] }],
+  ['substring', { data: [0], kind: 'scalar', check: (args) => (args.slice(1).every(integerConstant) ? null : 'substring() with a pattern or non-constant bounds') }],
+  ['length', { data: [0], kind: 'scalar' }],
+  ['char_length', { data: [0], kind: 'scalar' }],
+  ['character_length', { data: [0], kind: 'scalar' }],
+  ['octet_length', { data: [0], kind: 'scalar' }],
+  ['bit_length', { data: [0], kind: 'scalar' }],
+  ['md5', { data: [0], kind: 'scalar' }],
+  // format(): the format string must be a constant, without a width (`%10s`, or `*`: from an
+  // argument) — padding to a chosen width is a length oracle at the 1 GB limit (formatPads).
+  [
+    'format',
+    {
+      data: 'all',
+      from: 1,
+      kind: 'scalar',
+      check: (args) => {
+        const fmt = as(args[0], 'A_Const')?.sval?.sval;
+        if (fmt === undefined) return 'format() with a format string that is not a constant';
+        return formatPads(fmt) ? 'format() with a width (padding to a chosen width)' : null;
+      },
+    },
+  ],
+  ['to_json', { data: [0], kind: 'scalar' }],
+  ['row_to_json', { data: [0], kind: 'scalar' }],
   // Aggregates and window functions (their FILTER, ORDER BY, PARTITION BY and frames choose rows:
-  // masked columns there are refused as filters).
-  ['count', { data: 'all' }],
-  ['min', { data: 'all' }],
-  ['max', { data: 'all' }],
-  ['string_agg', { data: 'all' }],
-  ['array_agg', { data: 'all' }],
-  ['json_agg', { data: 'all' }],
-  ['first_value', { data: [0] }],
-  ['last_value', { data: [0] }],
-  ['nth_value', { data: [0] }],
-  ['lag', { data: [0, 2] }],
-  ['lead', { data: [0, 2] }],
+  // masked columns there are refused as filters). min/max compare the values they are given:
+  // only values of built-in scalar types (a record, or an array of records, compares field by
+  // field and fails on a field without ordering only when the fields before it are equal).
+  ['count', { data: 'all', kind: 'scalar' }],
+  ['min', { data: 'all', kind: 'compare' }],
+  ['max', { data: 'all', kind: 'compare' }],
+  ['string_agg', { data: 'all', kind: 'scalar' }],
+  ['array_agg', { data: 'all', kind: 'composite' }],
+  ['json_agg', { data: 'all', kind: 'scalar' }],
+  ['first_value', { data: [0], kind: 'same' }],
+  ['last_value', { data: [0], kind: 'same' }],
+  ['nth_value', { data: [0], kind: 'same' }],
+  ['lag', { data: [0, 2], kind: 'same' }],
+  ['lead', { data: [0, 2], kind: 'same' }],
 ]);
 
 /** The SQL spelling of internal type names, for messages. */

@@ -7,7 +7,7 @@
 // Sources are reported as closures: a view column lists itself and every column (of views and
 // base tables, recursively) its value comes from.
 import type { Analysis, AnalysisOk, StatementInfo, FromItem, QueryScope, ColumnRefInfo, ValuePath } from './analyse.ts';
-import { analyse, parseSearchPath } from './analyse.ts';
+import { analyse, comparedComposite, parseSearchPath } from './analyse.ts';
 import { Catalog, CatalogSnapshot, DEFAULT_SEARCH_PATH } from './catalog.ts';
 import type { CatalogRelation, EffectivePath } from './catalog.ts';
 import { ScalpleError } from '../errors.ts';
@@ -58,6 +58,8 @@ export interface StatementAccess {
    * wait or compare depending on it. Sorted by column; `why` names the first such step.
    */
   readonly unsafe: readonly { readonly column: string; readonly why: string }[];
+  /** Allowed steps that put several values into one, with the columns each argument comes from (see Combined). */
+  readonly combined: readonly Combined[];
   /**
    * Per output (parallel to `outputs`): the columns each branch of a plain output comes from — one
    * branch per set-operation branch (or merged column), each the closure of one stored column.
@@ -70,6 +72,8 @@ export interface StatementAccess {
    * the views it reads, recursively. Such code may read any table, masked columns included.
    */
   readonly userCode: readonly string[];
+  /** Relations read inside the definitions of the views the statement reads (closure): read there, maybe more than once. */
+  readonly viewTables: readonly string[];
 }
 
 export interface Equality {
@@ -117,6 +121,19 @@ export interface Access {
   readonly statements: readonly StatementAccess[];
 }
 
+/**
+ * A step that puts several values into one (`a || b`, concat(a, b), format('%1$s%1$s', a),
+ * ROW(a, b), a whole-row reference) and the columns each argument comes from (closure). The
+ * caller refuses it when two arguments carry masked values (for a record: when one masked column
+ * fills two fields): chained, doubling a value builds 2^n copies of it and fails on PostgreSQL's
+ * 1 GB limit exactly when its length times 2^n passes it (see ValuePath.combines).
+ */
+export interface Combined {
+  readonly why: string;
+  readonly record: boolean;
+  readonly args: readonly (readonly string[])[];
+}
+
 export interface ViewLineage {
   /** View column -> the columns its value comes from (closure, the view column itself excluded). */
   readonly columns: ReadonlyMap<string, readonly string[]>;
@@ -130,11 +147,14 @@ export interface ViewLineage {
   readonly exact: boolean;
   /** Columns the definition computes over in ways off the redaction allow-list (see StatementAccess.unsafe), with why. */
   readonly unsafe: ReadonlyMap<string, string>;
+  /** Combining steps of the definition (see Combined). */
+  readonly combined: readonly Combined[];
   /** User-defined functions and operators the definition calls (recursively through views), see StatementAccess.userCode. */
   readonly userCode: readonly string[];
 }
 
 const EMPTY: readonly string[] = Object.freeze([]);
+const EMPTY_COMBINED: readonly Combined[] = Object.freeze([]);
 const EMPTY_ACCESS: Access = Object.freeze({
   tables: EMPTY,
   columns: EMPTY,
@@ -226,8 +246,10 @@ function computeAccess(analysis: AnalysisOk, snap: CatalogSnapshot, path: Effect
       outputs: outputs ? Object.freeze(outputs) : null,
       flows: Object.freeze(flows),
       unsafe: Object.freeze([...r.unsafe].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([column, why]) => Object.freeze({ column, why }))),
+      combined: Object.freeze([...r.combined]),
       outputBranches: outputBranches ? Object.freeze(outputBranches) : null,
       userCode: sorted(r.userCode),
+      viewTables: sorted(r.viewTables),
     });
     statements.push(sa);
     for (const t of sa.tables) all.tables.add(t);
@@ -366,7 +388,7 @@ function parsedLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation):
   for (const t of dependTables(snap, memo, rel)) tables.add(t);
   const name = snap.qualifiedName(rel);
   const userCode = [...r.userCode].map((u) => (u.endsWith(')') && u.includes(' (in view ') ? u : `${u} (in view ${name})`));
-  return Object.freeze({ columns, plainColumns, filters: sorted(filters), tables: sorted(tables), exact: true, unsafe: new Map(r.unsafe), userCode: sorted(userCode) });
+  return Object.freeze({ columns, plainColumns, filters: sorted(filters), tables: sorted(tables), exact: true, unsafe: new Map(r.unsafe), combined: Object.freeze([...r.combined]), userCode: sorted(userCode) });
 }
 
 /** A function that is not pg_catalog's: schema-qualified elsewhere, or a name some schema outside pg_catalog defines. */
@@ -405,7 +427,7 @@ function dependLineage(snap: CatalogSnapshot, memo: Memo, rel: CatalogRelation, 
   const tables = recurse ? dependTables(snap, memo, rel) : new Set<string>();
   // A user view whose definition could not be analysed may call anything (system views are built in).
   const userCode = rel.system ? [] : [`the definition of view ${snap.qualifiedName(rel)}, which the proxy could not analyse`];
-  return Object.freeze({ columns, plainColumns: new Set<string>(), filters: all, tables: sorted(tables), exact: false, unsafe: new Map<string, string>(), userCode });
+  return Object.freeze({ columns, plainColumns: new Set<string>(), filters: all, tables: sorted(tables), exact: false, unsafe: new Map<string, string>(), combined: EMPTY_COMBINED, userCode });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -421,6 +443,8 @@ interface RCol {
   readonly wildcard?: boolean;
   /** For a plain column that merges several stored columns (set operations, USING): one closure per stored column. Absent: one, `src`. */
   readonly branches?: Branches;
+  /** The value is known to be of a built-in scalar type (not a record, an array or a composite type): what min()/max() may compare. */
+  readonly scalar?: boolean;
 }
 
 type Branches = readonly (readonly string[])[];
@@ -452,6 +476,8 @@ interface Resolved {
   readonly src: readonly string[];
   readonly plain: boolean;
   readonly branches?: Branches;
+  /** See RCol.scalar. */
+  readonly scalar?: boolean;
 }
 
 const NOTHING: Resolved = Object.freeze({ src: EMPTY, plain: true });
@@ -485,6 +511,8 @@ interface ROut {
   readonly plain: boolean;
   readonly wildcard?: boolean;
   readonly branches?: Branches;
+  /** See RCol.scalar. */
+  readonly scalar?: boolean;
 }
 
 interface RelRes {
@@ -496,9 +524,14 @@ interface Chain {
   readonly unsafe: string | null;
   readonly computed: boolean;
   readonly test: boolean;
+  /** A comparing step (min()/max()) that sees the value as it is (see ValuePath.compares), or null. */
+  readonly compares: string | null;
+  /** See ValuePath.combines and .aggregates, over the whole way. */
+  readonly combines: readonly string[];
+  readonly aggregates: number;
 }
 
-const NO_CHAIN: Chain = Object.freeze({ unsafe: null, computed: false, test: false });
+const NO_CHAIN: Chain = Object.freeze({ unsafe: null, computed: false, test: false, compares: null, combines: EMPTY, aggregates: 0 });
 
 /** Types (format_type, without modifiers) whose values the allow-listed functions, operators and casts handle without user code or shape errors. */
 const SCALAR_TYPES = new Set([
@@ -507,6 +540,11 @@ const SCALAR_TYPES = new Set([
   'date', 'time without time zone', 'time with time zone', 'timestamp without time zone', 'timestamp with time zone', 'interval',
   'inet', 'cidr', 'macaddr', 'macaddr8', 'bit', 'bit varying', 'oid',
 ]);
+
+/** A type name (format_type) is one of SCALAR_TYPES, whatever its modifiers. */
+function scalarType(typeName: string): boolean {
+  return SCALAR_TYPES.has(typeName.replace(/\(\d+(,\d+)?\)/g, ''));
+}
 
 /** Types whose equality is equality of the text form PostgreSQL prints (a hash mask hashes that form), by family: comparable with each other. */
 const EQUALITY_FAMILIES: ReadonlyMap<string, string> = new Map([
@@ -531,6 +569,10 @@ class StatementResolver {
   /** Column -> the first step off the redaction allow-list its value goes through (see StatementAccess.unsafe). */
   readonly unsafe = new Map<string, string>();
   readonly userCode = new Set<string>();
+  /** See StatementAccess.viewTables. */
+  readonly viewTables = new Set<string>();
+  /** See StatementAccess.combined. */
+  readonly combined: Combined[] = [];
   private readonly equalities = new Map<string, Equality>();
   private readonly rels: RelRes[];
   /** Set-operation branch -> its set operation: a branch's rows go where the set operation's go. */
@@ -578,6 +620,7 @@ class StatementResolver {
         const vl = lineageOfView(this.snap, this.memo, rel);
         for (const t of vl.tables) {
           this.tables.add(t);
+          this.viewTables.add(t);
           if (access === 'write' && rel.relkind === 'v') this.tablesWritten.add(t); // DML through an updatable view
         }
         for (const f of vl.filters) {
@@ -591,6 +634,7 @@ class StatementResolver {
           this.read.add(c);
           if (!this.unsafe.has(c)) this.unsafe.set(c, `${why} (in view ${q})`);
         }
+        for (const c of vl.combined) this.combined.push(c.why.endsWith(')') && c.why.includes(' (in view ') ? c : { ...c, why: `${c.why} (in view ${q})` });
       }
       return { rel, display: q };
     }
@@ -621,12 +665,39 @@ class StatementResolver {
     // (`s || s`) until it fails on PostgreSQL's 1 GB limit, at a step that tells its length.
     const recursive = new Set<number>();
     for (const b of this.recursiveBodies) for (let i = b; i < this.scope(b).end; i++) recursive.add(i);
+    // Combining steps: step -> argument -> the columns it comes from (see Combined).
+    const steps = new Map<string, Map<string, Set<string>>>();
+    const addArg = (step: string, arg: string, src: Iterable<string>): void => {
+      let m = steps.get(step);
+      if (!m) steps.set(step, (m = new Map()));
+      let a = m.get(arg);
+      if (!a) m.set(arg, (a = new Set()));
+      for (const x of src) a.add(x);
+    };
     this.st.columns.forEach((ref, i) => {
       let judged = ref.via ? this.judge(ref.via, ref.scope) : undefined;
       if (judged?.computed && judged.unsafe === null && recursive.has(ref.scope)) judged = { ...judged, unsafe: 'a computation inside WITH RECURSIVE' };
       // EXISTS (SELECT * …) reads no column; a computed select list may still be evaluated.
       if (outputRefs.has(i) && this.scope(ref.scope).existsOnly && !judged?.computed) return;
-      const { src } = this.resolveRef(ref);
+      const resolved = this.resolveRef(ref);
+      const { src } = resolved;
+      const row = ref.form === 'row' ? this.rowCols(ref) : undefined;
+      if (judged) {
+        for (const key of judged.combines) {
+          const at = key.lastIndexOf(':');
+          addArg(key.slice(0, at), key.slice(at + 1), src);
+        }
+        // A whole row inside a computation puts its columns into one value: a record step.
+        if (judged.computed && row) row.forEach((c, k) => addArg(`w${i} the whole-row reference ${ref.qualifier.join('.') || ref.name}`, String(k), c.src));
+        // An aggregate of an aggregate's result (through a subquery, a CTE, a view: a column that
+        // is not a bare stored column) multiplies copies of the values the inner one concatenated.
+        if (judged.aggregates > 0 && judged.unsafe === null) {
+          const why = 'string_agg/array_agg/json_agg of a computed value (an aggregate of an aggregate multiplies copies of a value)';
+          if (judged.aggregates > 1) judged = { ...judged, unsafe: why };
+          else if (row) for (const c of row) if (!c.plain) for (const x of c.src) if (!this.unsafe.has(x)) this.unsafe.set(x, why);
+          if (!row && !resolved.plain) judged = { ...judged, unsafe: why };
+        }
+      }
       const filter = judged?.test === true || (!outputRefs.has(i) && !flowRefs.has(i));
       const other = filter && !equalityRefs.has(i);
       for (const s of src) {
@@ -636,8 +707,16 @@ class StatementResolver {
         if (!judged || this.unsafe.has(s)) continue;
         if (judged.unsafe !== null) this.unsafe.set(s, judged.unsafe);
         else if (judged.computed && !this.scalar(s)) this.unsafe.set(s, `a computation over ${s}, which is not of a built-in scalar type`);
+        // min()/max() over what the reference stands for: a record or array built in a FROM
+        // subquery, a CTE or a view, a whole row, a field of a composite value.
+        else if (judged.compares !== null && resolved.scalar !== true) this.unsafe.set(s, comparedComposite(judged.compares));
       }
     });
+    for (const [step, args] of steps) {
+      if (args.size < 2) continue;
+      const record = step.startsWith('r') || step.startsWith('w');
+      this.combined.push(Object.freeze({ why: step.slice(step.indexOf(' ') + 1), record, args: Object.freeze([...args.values()].map((a) => sorted(a))) }));
+    }
     // Rows chosen or ordered by whole output columns: SELECT DISTINCT, UNION/INTERSECT/EXCEPT
     // (without ALL), ORDER BY / GROUP BY / DISTINCT ON by position, SEARCH/CYCLE.
     const choose = (srcs: Iterable<string>): void => {
@@ -695,8 +774,24 @@ class StatementResolver {
   private judge(via: ValuePath, scope: number): Chain {
     const outer = this.chain(scope);
     let unsafe = via.unsafe ?? outer.unsafe;
+    // A subquery whose value a comparing step sees (max((SELECT …))) and whose output makes a
+    // record or an array of this value.
+    if (unsafe === null && outer.compares !== null && via.result === 'composite') unsafe = comparedComposite(outer.compares);
     if (unsafe === null) for (const name of via.shadowable) if (this.snap.shadows.has(name)) unsafe = `${name}, which is defined outside pg_catalog here`;
-    return { unsafe, computed: via.computed || outer.computed, test: outer.test };
+    const compares = via.compares ?? (via.result === 'same' ? outer.compares : null);
+    return { unsafe, computed: via.computed || outer.computed, test: outer.test, compares, combines: [...via.combines, ...outer.combines], aggregates: via.aggregates + outer.aggregates };
+  }
+
+  /** The columns of the row a whole-row reference stands for, when its range is found. */
+  private rowCols(ref: ColumnRefInfo): readonly RCol[] | undefined {
+    if (ref.name === '*') {
+      const r = this.findRange(ref.qualifier, ref.scope);
+      return r ? rangeCols(r) : undefined;
+    }
+    if (ref.qualifier.length) return undefined;
+    if (this.lookupColumn(ref.name, ref.scope, false)) return undefined;
+    const r = this.findRange([ref.name], ref.scope);
+    return r ? rangeCols(r) : undefined;
   }
 
   private chain(scope: number): Chain {
@@ -706,7 +801,7 @@ class StatementResolver {
     const setop = this.branchOf.get(scope);
     const sc = this.scope(scope);
     if (setop !== undefined) res = this.chain(setop);
-    else if (sc.use.kind === 'test') res = { unsafe: null, computed: false, test: true };
+    else if (sc.use.kind === 'test') res = { ...NO_CHAIN, test: true };
     else if (sc.use.kind === 'value' && sc.parent !== null) {
       const up = this.judge(sc.use.path, sc.parent);
       res = up;
@@ -769,7 +864,7 @@ class StatementResolver {
     const parts = source.split('.');
     if (parts.length !== 3) return false;
     const col = this.snap.relation(parts[0]!, parts[1]!)?.columnByName.get(parts[2]!);
-    return col !== undefined && SCALAR_TYPES.has(col.typeName.replace(/\(\d+(,\d+)?\)/g, ''));
+    return col !== undefined && scalarType(col.typeName);
   }
 
   /** Columns written from other values, with where the values come from. */
@@ -831,6 +926,7 @@ class StatementResolver {
             name: item.columnAliases?.[i] ?? c.name,
             src: colSrc(this.snap, this.memo, rel, c.name),
             plain: colPlain(this.snap, this.memo, rel, c.name),
+            scalar: scalarType(c.typeName),
           }));
           out.push({ qual: item.alias ?? ref.name, schemas, cols, unknownPrefix: null, visible });
           return cols;
@@ -887,7 +983,8 @@ class StatementResolver {
           const plain = [...lstar, ...rstar].every((c) => c.name !== name || c.plain);
           const parts = [...lstar, ...rstar].filter((c) => c.name === name);
           if (parts.length) this.addEquality('equal', item.natural ? 'NATURAL JOIN' : 'JOIN USING', parts.map((c) => this.operand(c)), '=');
-          star.push({ name, src: [...src], plain, ...(plain && parts.length > 1 ? { branches: mergeBranches(parts) } : {}) });
+          const scalar = parts.length > 0 && parts.every((c) => c.scalar === true);
+          star.push({ name, src: [...src], plain, scalar, ...(plain && parts.length > 1 ? { branches: mergeBranches(parts) } : {}) });
         }
         for (const c of [...lstar, ...rstar]) if (!mergedSet.has(c.name)) star.push(c);
         if (item.alias !== null) {
@@ -946,17 +1043,21 @@ class StatementResolver {
       return l.map((c, i) => {
         const other = r[i];
         const plain = c.plain && (other?.plain ?? true);
-        return { name: c.name, src: other ? union(c.src, other.src) : c.src, plain, ...(plain ? { branches: mergeBranches(other ? [c, other] : [c]) } : {}) };
+        const scalar = c.scalar === true && (other?.scalar ?? true);
+        return { name: c.name, src: other ? union(c.src, other.src) : c.src, plain, scalar, ...(plain ? { branches: mergeBranches(other ? [c, other] : [c]) } : {}) };
       });
     }
     const res: ROut[] = [];
     for (const o of s.outputs) {
       if (o.star) {
-        for (const c of this.starCols(o.star.qualifier, s.id)) res.push({ name: c.name, src: new Set(c.src), plain: c.plain, wildcard: c.wildcard, ...(c.branches ? { branches: c.branches } : {}) });
+        for (const c of this.starCols(o.star.qualifier, s.id)) res.push({ name: c.name, src: new Set(c.src), plain: c.plain, wildcard: c.wildcard, scalar: c.scalar, ...(c.branches ? { branches: c.branches } : {}) });
         continue;
       }
       const src = new Set<string>();
       let plain = o.plain;
+      // Of a built-in scalar type unless a step makes a record or an array of a value (ROW,
+      // ARRAY(…), array_agg…), or passes on one it is given (see ValuePath.result).
+      let scalar = true;
       const got: Resolved[] = [];
       for (const r of o.refs) {
         const ref = this.st.columns[r];
@@ -965,10 +1066,18 @@ class StatementResolver {
         got.push(g);
         for (const x of g.src) src.add(x);
         plain &&= g.plain;
+        const kind = ref.via?.result ?? 'composite';
+        if (kind === 'composite' || (kind === 'same' && g.scalar !== true)) scalar = false;
       }
-      for (const sub of o.scopes) for (const c of this.outputs(sub)) for (const x of c.src) src.add(x);
+      for (const sub of o.scopes) {
+        const use = this.scope(sub).use;
+        const kind = use.kind === 'value' ? use.path.result : 'scalar'; // a compared subquery gives a boolean
+        const outs = this.outputs(sub);
+        for (const c of outs) for (const x of c.src) src.add(x);
+        if (kind === 'composite' || (kind === 'same' && outs.some((c) => c.scalar !== true))) scalar = false;
+      }
       const branches = plain && got.some((g) => g.branches) ? { branches: mergeBranches(got) } : {};
-      res.push(o.composite ? { name: '?column?', src, plain: false, wildcard: true } : { name: o.name ?? '?column?', src, plain, ...branches });
+      res.push(o.composite ? { name: '?column?', src, plain: false, wildcard: true } : { name: o.name ?? '?column?', src, plain, scalar, ...branches });
     }
     return res;
   }
@@ -998,7 +1107,8 @@ class StatementResolver {
           // Plain only when both readings are (`SELECT phone … GROUP BY phone`).
           const both = col ? [col, out] : [out];
           const plain = both.every((x) => x.plain);
-          return { src: [...(col?.src ?? []), ...out.src], plain, ...(plain ? { branches: mergeBranches(both) } : {}) };
+          const scalar = both.every((x) => x.scalar === true);
+          return { src: [...(col?.src ?? []), ...out.src], plain, scalar, ...(plain ? { branches: mergeBranches(both) } : {}) };
         }
       }
       if (col) return col;
@@ -1104,7 +1214,8 @@ function rangeCols(r: Range): readonly RCol[] {
 function colsResolved(cols: readonly RCol[]): Resolved {
   if (cols.length === 1 && cols[0]) return cols[0];
   const plain = cols.every((c) => c.plain);
-  return { src: cols.flatMap((c) => c.src), plain, ...(plain ? { branches: mergeBranches(cols) } : {}) };
+  const scalar = cols.length > 0 && cols.every((c) => c.scalar === true);
+  return { src: cols.flatMap((c) => c.src), plain, scalar, ...(plain ? { branches: mergeBranches(cols) } : {}) };
 }
 
 /** A whole-row reference: every column of the range, as one composite value (not plain). */
@@ -1113,7 +1224,7 @@ function wholeRow(r: Range): Resolved {
 }
 
 function toCols(outs: readonly ROut[]): RCol[] {
-  return outs.map((o) => ({ name: o.name, src: [...o.src], plain: o.plain, wildcard: o.wildcard, ...(o.branches ? { branches: o.branches } : {}) }));
+  return outs.map((o) => ({ name: o.name, src: [...o.src], plain: o.plain, wildcard: o.wildcard, scalar: o.scalar, ...(o.branches ? { branches: o.branches } : {}) }));
 }
 
 function rename(cols: RCol[], aliases: readonly string[] | null): RCol[] {

@@ -230,17 +230,17 @@ export const ATTEMPTS: Attempt[] = [
   // ---- computed outputs over masked columns: run, and come back redacted (the allow-list in
   // src/sql/analyse.ts, REDACTABLE_FUNCTIONS). Each must return rows with no value in any form.
   { name: 'trim family and initcap', sql: "SELECT trim(ssn), trim(both '-' from ssn), ltrim(email, 'c'), rtrim(iban), btrim(phone), initcap(email) FROM customers WHERE id <= 5", expect: 'ok' },
-  { name: 'concat_ws of several masked columns', sql: "SELECT concat_ws('|', email, iban, ssn, phone, date_of_birth) FROM customers WHERE id <= 5", expect: 'ok' },
+  { name: 'concat_ws of several masked columns', sql: "SELECT concat_ws('|', email, iban, ssn, phone, date_of_birth) FROM customers WHERE id <= 5", expect: 'refused' },
   { name: 'substring FROM … FOR …', sql: 'SELECT substring(ssn FROM 1 FOR 6), substring(email FROM 3), right(iban, 10), left(ssn, -1) FROM customers WHERE id <= 5', expect: 'ok' },
   { name: 'md5 and lengths', sql: 'SELECT md5(ssn), char_length(email), octet_length(iban), bit_length(phone) FROM customers WHERE id <= 5', expect: 'ok' },
   { name: 'date cast to text and concatenated', sql: "SELECT date_of_birth::text, date_of_birth || '', CAST(date_of_birth AS varchar) FROM customers WHERE id <= 5", expect: 'ok' },
-  { name: 'nested allowed functions', sql: "SELECT upper(lower(trim(coalesce(ssn, email) || ' ' || left(iban, 8)))) FROM customers WHERE id <= 5", expect: 'ok' },
-  { name: 'pg_catalog-qualified function, operator and cast', sql: "SELECT pg_catalog.lower(email) OPERATOR(pg_catalog.||) ssn::pg_catalog.text FROM customers WHERE id <= 5", expect: 'ok' },
+  { name: 'nested allowed functions', sql: "SELECT upper(lower(trim(coalesce(ssn, email) || ' ' || left(iban, 8)))) FROM customers WHERE id <= 5", expect: 'refused' },
+  { name: 'pg_catalog-qualified function, operator and cast', sql: "SELECT pg_catalog.lower(email) OPERATOR(pg_catalog.||) ssn::pg_catalog.text FROM customers WHERE id <= 5", expect: 'refused' },
   { name: 'CASE with a clean condition and masked results', sql: "SELECT CASE WHEN id % 2 = 0 THEN ssn ELSE email END, CASE region WHEN 'EU' THEN iban END FROM customers WHERE id <= 6", expect: 'ok' },
   { name: 'coalesce of two masked columns', sql: 'SELECT coalesce(iban, ssn, phone) FROM customers WHERE id <= 5', expect: 'ok' },
-  { name: 'format with %I and %L', sql: "SELECT format('%I-%L-%s-%1$s', ssn, email, iban) FROM customers WHERE id <= 5", expect: 'ok' },
-  { name: 'computed in a FROM subquery, computed again outside', sql: 'SELECT upper(x) || y FROM (SELECT lower(email) AS x, ssn AS y FROM customers WHERE id <= 5) s', expect: 'ok' },
-  { name: 'CTE of a computed value', sql: "WITH c AS (SELECT id, email || '#' || ssn AS both_ FROM customers WHERE id <= 5) SELECT id, both_ FROM c", expect: 'ok' },
+  { name: 'format with %I and %L', sql: "SELECT format('%I-%L-%s-%1$s', ssn, email, iban) FROM customers WHERE id <= 5", expect: 'refused' },
+  { name: 'computed in a FROM subquery, computed again outside', sql: 'SELECT upper(x) || y FROM (SELECT lower(email) AS x, ssn AS y FROM customers WHERE id <= 5) s', expect: 'refused' },
+  { name: 'CTE of a computed value', sql: "WITH c AS (SELECT id, email || '#' || ssn AS both_ FROM customers WHERE id <= 5) SELECT id, both_ FROM c", expect: 'refused' },
   { name: 'UNION ALL of computed values', sql: "SELECT lower(email) FROM customers WHERE id <= 3 UNION ALL SELECT upper(ssn) FROM customers WHERE id <= 3", expect: 'ok' },
   { name: 'UNION ALL of the same column keeps its mask', sql: 'SELECT email FROM customers WHERE id <= 3 UNION ALL SELECT email FROM customers WHERE id BETWEEN 4 AND 6', expect: 'ok' },
   { name: 'UNION ALL of two masks is redacted', sql: 'SELECT email FROM customers WHERE id <= 3 UNION ALL SELECT iban FROM customers WHERE id <= 3', expect: 'ok' },
@@ -254,7 +254,7 @@ export const ATTEMPTS: Attempt[] = [
   { name: 'to_json and row_to_json', sql: 'SELECT to_json(ssn), row_to_json(c) FROM customers c WHERE id <= 3', expect: 'ok' },
   { name: 'lead / nth_value / last_value with constant offsets', sql: "SELECT lead(ssn, 1, 'none') OVER (ORDER BY id), nth_value(email, 2) OVER (ORDER BY id), last_value(iban) OVER (ORDER BY id) FROM customers WHERE id <= 5", expect: 'ok' },
   { name: 'EXISTS with a computed select list', sql: 'SELECT EXISTS (SELECT lower(ssn) FROM customers WHERE id = 1)', expect: 'ok' },
-  { name: 'LATERAL subquery computing over the outer row', sql: "SELECT c.id, l.x FROM customers c, LATERAL (SELECT c.ssn || '/' || c.email AS x) l WHERE c.id <= 5", expect: 'ok' },
+  { name: 'LATERAL subquery computing over the outer row', sql: "SELECT c.id, l.x FROM customers c, LATERAL (SELECT c.ssn || '/' || c.email AS x) l WHERE c.id <= 5", expect: 'refused' },
   { name: 'recursive CTE carrying a plain value, computed outside', sql: "WITH RECURSIVE r(v, n) AS (SELECT email, 1 FROM customers WHERE id = 1 UNION ALL SELECT v, n + 1 FROM r WHERE n < 3) SELECT lower(v), n FROM r", expect: 'ok' },
   { name: 'casts to varchar(n) and char(n) truncate', sql: 'SELECT ssn::varchar(6), email::char(7), CAST(iban AS character varying(12)) FROM customers WHERE id <= 5', expect: 'ok' },
 
@@ -347,4 +347,34 @@ export const ATTEMPTS: Attempt[] = [
   { name: 'lag with a masked default', sql: 'SELECT lag(ssn, 1, email) OVER (ORDER BY id) FROM customers WHERE id <= 5', expect: 'ok' },
   { name: 'to_json of an ARRAY subquery of records, json_agg of records', sql: 'SELECT to_json(ARRAY(SELECT ROW(ssn, email) FROM customers WHERE id <= 5)), (SELECT json_agg(ROW(iban, id)) FROM customers WHERE id <= 5)', expect: 'ok' },
   { name: 'cursor_to_xml', sql: "SELECT cursor_to_xml('c', 10, true, true, '')", expect: 'refused' },
+
+  // ---- min()/max() compare values of built-in scalar types only: records (and arrays of them) compare field by
+  // field and stop at the first difference, so a field without ordering (json) fails exactly when the masked fields
+  // before it equal a guess — an equality oracle, prefix by prefix, through allow-listed steps only
+  { name: 'max() over arrays of records with a json field, against a guess in UNION ALL', sql: "SELECT max(a) FROM (SELECT ARRAY(SELECT ROW(substr(c.ssn, 1, 3), '{}'::json) FROM customers c WHERE c.id = 1) AS a UNION ALL SELECT ARRAY(SELECT ROW('123'::text, '{}'::json))) s", expect: 'refused' },
+  { name: 'max() of an ARRAY subquery of records in the same expression', sql: "SELECT max(ARRAY(SELECT ROW(email, '{}'::json) FROM customers WHERE id <= 2))", expect: 'refused' },
+  { name: 'min() over array_agg of records from a CTE', sql: "WITH x AS (SELECT array_agg(ROW(iban, '{}'::json)) AS a FROM customers WHERE id <= 2) SELECT min(a) FROM x", expect: 'refused' },
+  { name: 'max() of a scalar subquery returning an array of records', sql: "SELECT max((SELECT array_agg(ROW(ssn, NULL::json)) FROM customers WHERE id <= 2))", expect: 'refused' },
+  { name: 'max() of an array of whole rows', sql: 'SELECT max(a) FROM (SELECT ARRAY(SELECT c FROM customers c WHERE id <= 2) AS a) s', expect: 'refused' },
+  { name: 'window max() over arrays of records through coalesce', sql: "SELECT max(coalesce(a, a)) OVER () FROM (SELECT ARRAY(SELECT ROW(ssn, '{}'::json) FROM customers WHERE id <= 2) AS a) s", expect: 'refused' },
+  { name: 'max() of an array of records extended with a guess by ||', sql: "SELECT max(a || ARRAY(SELECT ROW('123'::text, '{}'::json))) FROM (SELECT ARRAY(SELECT ROW(ssn, '{}'::json) FROM customers WHERE id = 1) AS a) s", expect: 'refused' },
+  { name: 'min()/max() over scalar values, records made text first', sql: "SELECT max(ROW(ssn, '{}'::json)::text), min(lower(email)), max(s) FROM customers, LATERAL (SELECT concat(iban, '/') AS s) l WHERE id <= 5", expect: 'ok' },
+  // ---- format() pads to a width: `width - length(value)` spaces fail with 54000 at PostgreSQL's 1 GB limit, at once
+  // or after building 1 GB depending on the length — so no widths over masked values
+  { name: 'format() with a width near the 1 GB limit (a length oracle)', sql: "SELECT length(format('%1073741844s', email)) FROM customers WHERE id = 1", expect: 'refused' },
+  { name: 'format() with a left-aligned width', sql: "SELECT format('%-30s|', ssn) FROM customers WHERE id <= 5", expect: 'refused' },
+  { name: 'format() with a positional argument and a width', sql: "SELECT format('%2$s %1$20s', iban, 'x') FROM customers WHERE id <= 5", expect: 'refused' },
+  { name: 'format() without widths: positions, %%, %I and %L', sql: "SELECT format('%s|%1$s|%%|%-s|%2$I|%2$L', ssn, email) FROM customers WHERE id <= 5", expect: 'refused' },
+  { name: 'format() with a width over an unmasked column beside a masked output', sql: "SELECT format('%12s', region), ssn FROM customers WHERE id <= 5", expect: 'ok' },  // ---- doubling: `x || x` in 25 chained MATERIALIZED CTEs builds length · 2^25 bytes and fails (54000) exactly
+  // when that passes 1 GB — a length oracle. One step may take one masked value at a time.
+  { name: 'doubling by || through MATERIALIZED CTEs (a length oracle)', sql: "WITH a AS MATERIALIZED (SELECT email || 'pad' AS x FROM customers WHERE id = 1), b AS MATERIALIZED (SELECT x || x AS x FROM a), c AS MATERIALIZED (SELECT x || x AS x FROM b) SELECT length(x) FROM c", expect: 'refused' },
+  { name: 'doubling by concat()', sql: 'WITH a AS MATERIALIZED (SELECT concat(email, email) AS x FROM customers WHERE id = 1) SELECT concat(x, x) FROM a', expect: 'refused' },
+  { name: 'doubling by format() naming one argument twice', sql: "WITH a AS MATERIALIZED (SELECT format('%1$s%1$s', email) AS x FROM customers WHERE id = 1) SELECT format('%1$s%1$s', x) FROM a", expect: 'refused' },
+  { name: 'doubling by concat_ws()', sql: "SELECT concat_ws('', ssn, ssn) FROM customers WHERE id = 1", expect: 'refused' },
+  { name: 'two different masked columns in one concat()', sql: 'SELECT concat(email, ssn) FROM customers WHERE id <= 5', expect: 'refused' },
+  { name: 'one masked column in two fields of a record', sql: 'SELECT ROW(email, email)::text FROM customers WHERE id = 1', expect: 'refused' },
+  { name: 'an aggregate of an aggregate through a subquery', sql: "SELECT length(string_agg(s, '')) FROM (SELECT string_agg(email, '') AS s FROM customers WHERE id <= 2) t, (VALUES (1), (2), (3)) v", expect: 'refused' },
+  { name: 'one masked value at a time with constants and unmasked columns', sql: "SELECT lower(email), email || '@x', concat(email, ' ', region), format('%s/%s', ssn, id) FROM customers WHERE id <= 5", expect: 'ok' },
+  { name: 'one masked value at a time through a MATERIALIZED CTE', sql: "WITH a AS MATERIALIZED (SELECT id, email || 'p' AS x FROM customers WHERE id <= 5) SELECT x || id FROM a", expect: 'ok' },
+  { name: 'string_agg over a bare column of a CTE', sql: "WITH a AS MATERIALIZED (SELECT id, email AS x FROM customers WHERE id <= 5) SELECT string_agg(x, ',') FROM a", expect: 'ok' },
 ];

@@ -157,7 +157,7 @@ describe('values that are redacted in the cell still act on the result', () => {
 
 describe('computed outputs come back redacted, and are not oracles', () => {
   it('an allowed computation runs and comes back redacted, NULL staying NULL', async () => {
-    const r = await q("SELECT id, lower(ssn), ssn || '', concat(email, iban), substr(ssn, 1, 3), length(email), ssn || NULL FROM customers WHERE id <= 3 ORDER BY id");
+    const r = await q("SELECT id, lower(ssn), ssn || '', concat(email, region), substr(ssn, 1, 3), length(email), ssn || NULL FROM customers WHERE id <= 3 ORDER BY id");
     expect(r.errors).toEqual([]);
     expect(r.rows.map((row) => row.slice(1))).toEqual([1, 2, 3].map(() => ['[redacted]', '[redacted]', '[redacted]', '[redacted]', '[redacted]', null]));
     expect(leaked(r.text, pii)).toEqual([]);
