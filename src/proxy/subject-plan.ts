@@ -3,8 +3,15 @@
 // when a statement reads a subject table without returning its key, from a hidden key column the
 // proxy adds to the statement and strips before the client sees it (SELECT … , c.id FROM …;
 // UPDATE/DELETE/INSERT … RETURNING id). Where keys cannot be known without changing what the
-// client receives (aggregates, DISTINCT, set operations, functions), the access is recorded as
-// *possible*, with the statement as its predicate.
+// client receives (aggregates, DISTINCT, set operations, functions, window functions, grouping
+// sets), the access is recorded as *possible*, with the statement as its predicate.
+//
+// Keys are per read, not per subject: each range-table entry of the subject's table or of a `via`
+// table (at any depth: joins, subqueries, WITH queries, views) must be captured by its own key. A
+// key in the output counts for the one read there is; with several reads, each read in the
+// statement's own FROM list gets its own hidden key column (or RETURNING), and any other read
+// (a subquery, a view, a WITH query read twice, a COPY, which cannot be given a column) leaves
+// the keys read and makes the access possible as well.
 //
 // COPY … TO STDOUT in text or CSV format whose output has the key (COPY customers, a column list
 // with the key, COPY (SELECT id, …)) is read like a result: CopyKeyReader parses the CopyData the
@@ -12,7 +19,7 @@
 // ESCAPE, NULL) and takes the key field of every row. Binary COPY, COPY to a server file or
 // program, COPY FROM and a COPY whose output lacks the key stay possible.
 import { scanSync } from 'libpg-query';
-import { parse, type Access, type Analysis } from '../sql/index.ts';
+import { parse, type Access, type Analysis, type FromItem, type StatementAccess, type StatementInfo } from '../sql/index.ts';
 import type { SubjectDef } from '../policy/subjects.ts';
 
 export interface SubjectPlan {
@@ -57,32 +64,13 @@ const AGGREGATES = new Set([
   'regr_syy', 'percentile_cont', 'percentile_disc', 'mode', 'range_agg', 'range_intersect_agg', 'any_value',
 ]);
 
+/** Always quoted: a name as the parser gave it may be a keyword (`user`, `order`) or need its case. */
 function quoteIdent(s: string): string {
-  return /^[a-z_][a-z0-9_]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`;
+  return `"${s.replace(/"/g, '""')}"`;
 }
 
 function tableOf(col: string): string {
   return col.split('.').slice(0, 2).join('.');
-}
-
-/** Relations in a FROM list, through joins but not into subqueries: [schema|null, name, alias|null]. */
-function fromRelations(items: Node[] | undefined): { schema: string | null; name: string; alias: string | null }[] {
-  const out: { schema: string | null; name: string; alias: string | null }[] = [];
-  const walk = (n: Node | undefined) => {
-    if (!n) return;
-    const rv = n.RangeVar as Node | undefined;
-    if (rv) {
-      out.push({ schema: (rv.schemaname as string | undefined) ?? null, name: rv.relname as string, alias: ((rv.alias as Node | undefined)?.aliasname as string | undefined) ?? null });
-      return;
-    }
-    const j = n.JoinExpr as Node | undefined;
-    if (j) {
-      walk(j.larg as Node);
-      walk(j.rarg as Node);
-    }
-  };
-  for (const i of items ?? []) walk(i);
-  return out;
 }
 
 function hasAggregate(n: unknown): boolean {
@@ -104,11 +92,14 @@ function spliceOffsets(sql: string): { from: number | undefined; end: number } {
   let depth = 0;
   let from: number | undefined;
   let end = 0;
+  let prev = '';
   for (const t of tokens) {
     if (t.text.startsWith('/*') || t.text.startsWith('--')) continue;
     if (t.text === '(') depth++;
     else if (t.text === ')') depth--;
-    else if (depth === 0 && from === undefined && t.text.toUpperCase() === 'FROM') from = t.start;
+    // `a IS [NOT] DISTINCT FROM b` in the select list is not the FROM clause.
+    else if (depth === 0 && from === undefined && t.text.toUpperCase() === 'FROM' && prev !== 'DISTINCT') from = t.start;
+    prev = t.text.toUpperCase();
     if (t.text !== ';') end = t.end;
   }
   return { from, end };
@@ -117,6 +108,99 @@ function spliceOffsets(sql: string): { from: number | undefined; end: number } {
 function spliceBytes(sql: string, at: number, insert: string): string {
   const b = Buffer.from(sql, 'utf8');
   return Buffer.concat([b.subarray(0, at), Buffer.from(insert, 'utf8'), b.subarray(at)]).toString('utf8');
+}
+
+/** One place a statement reads a subject's table or one of its `via` tables: a range-table entry. */
+interface Occurrence {
+  /** Index into the statement's relations. */
+  ref: number;
+  /** The subject's key, or the `via` column, in that table. */
+  column: string;
+}
+
+interface Occurrences {
+  list: Occurrence[];
+  /** Why `list` may miss a read of these tables, or an entry may be read more than once (a view, a repeated WITH query…). */
+  uncertain?: string;
+}
+
+/**
+ * Every relation reference of the statement (at any depth: FROM, joins, subqueries, WITH queries,
+ * set-operation branches, DML targets) that is the subject's table or one of its `via` tables.
+ * What cannot be told apart from the analysis alone is `uncertain`: a table also read inside a
+ * view, a WITH query read other than exactly once (or recursive), a name that another schema's
+ * table of the statement also has.
+ */
+function occurrencesOf(s: SubjectDef, st: StatementInfo, sa: StatementAccess): Occurrences {
+  const targets = [{ table: s.table, column: s.key }, ...s.via.map((v) => ({ table: tableOf(v), column: v.split('.')[2]! }))];
+  const out: Occurrences = { list: [] };
+  for (const t of targets) if (sa.viewTables.includes(t.table)) out.uncertain ??= `${t.table} read inside a view`;
+  const uses = cteUses(st);
+  st.relations.forEach((r, i) => {
+    for (const t of targets) {
+      const [schema, name] = t.table.split('.') as [string, string];
+      if (r.name !== name || (r.schema !== null && r.schema !== schema)) continue;
+      out.list.push({ ref: i, column: t.column });
+      if (r.schema === null && sa.tables.some((x) => x !== t.table && x.split('.')[1] === name)) out.uncertain ??= `another schema's ${name} is read too`;
+      const cte = r.scope === null ? undefined : st.ctes.find((c, k) => c.scope >= 0 && r.scope! >= c.scope && r.scope! < (st.scopes[c.scope]?.end ?? 0) && uses[k] !== 1);
+      if (cte) out.uncertain ??= `${t.table} read in WITH query ${cte.name}, which the statement reads ${uses[st.ctes.indexOf(cte)] ?? 0} times`;
+      break;
+    }
+  });
+  return out;
+}
+
+/** How many FROM items (anywhere in the statement, its own body included) read each WITH query. */
+function cteUses(st: StatementInfo): number[] {
+  const uses = st.ctes.map(() => 0);
+  const walk = (f: FromItem) => {
+    if (f.type === 'cte') uses[f.cte] = (uses[f.cte] ?? 0) + 1;
+    else if (f.type === 'join') {
+      walk(f.left);
+      walk(f.right);
+    }
+  };
+  for (const sc of st.scopes) for (const f of sc.from) walk(f);
+  return uses;
+}
+
+/**
+ * Relations of the statement's own FROM list (through joins without an alias, which would hide
+ * them), by relation index, with the name their columns are qualified by there. A relation
+ * whose columns are renamed (`customers AS c(a, b)`) is left out.
+ */
+function topLevelQualifiers(st: StatementInfo, scope: number | null): Map<number, string> {
+  const out = new Map<number, string>();
+  const walk = (f: FromItem) => {
+    if (f.type === 'relation') {
+      const r = st.relations[f.relation];
+      if (r && f.columnAliases === null) out.set(f.relation, f.alias !== null ? quoteIdent(f.alias) : r.schema !== null ? `${quoteIdent(r.schema)}.${quoteIdent(r.name)}` : quoteIdent(r.name));
+    } else if (f.type === 'join' && f.alias === null) {
+      walk(f.left);
+      walk(f.right);
+    }
+  };
+  for (const f of (scope === null ? undefined : st.scopes[scope])?.from ?? []) walk(f);
+  return out;
+}
+
+/** Anything in the tree for which `hit` holds (a window function, a grouping set…). */
+function findNode(n: unknown, hit: (o: Node) => boolean): boolean {
+  if (Array.isArray(n)) return n.some((x) => findNode(x, hit));
+  if (!n || typeof n !== 'object') return false;
+  const o = n as Node;
+  return hit(o) || Object.values(o).some((x) => findNode(x, hit));
+}
+
+/**
+ * Why an output row may carry the values of rows whose keys it does not hold, whatever the
+ * occurrences: a window function (lag(), first_value(), count(*) OVER ()) reads other rows of its
+ * partition, and a grouping set (ROLLUP, CUBE, GROUPING SETS) adds rows that sum several keys.
+ */
+function otherRowsWhy(stmt: Node): string | undefined {
+  if (findNode(stmt, (o) => Boolean((o.FuncCall as Node | undefined)?.over))) return 'window function';
+  if (findNode(stmt, (o) => o.GroupingSet !== undefined)) return 'GROUPING SETS, ROLLUP or CUBE';
+  return undefined;
 }
 
 export function planSubjects(analysis: Analysis, access: Access | null, subjects: readonly SubjectDef[]): SubjectPlan | undefined {
@@ -130,75 +214,97 @@ export function planSubjects(analysis: Analysis, access: Access | null, subjects
   }
   const st = analysis.statements[0]!;
   const sa = access.statements[0]!;
+  const unknown = (why: string) => `keys unknown (${why}): every row the statement's predicate matched`;
   const keyCols = (s: SubjectDef) => [`${s.table}.${s.key}`, ...s.via];
-  // Outputs the client sees that already carry a key.
-  for (const [i, o] of (sa.outputs ?? []).entries()) {
-    if (!o.plain || o.sources.length !== 1) continue;
-    const s = touched.find((t) => keyCols(t).includes(o.sources[0]!));
-    if (s) plan.capture.set(i, s.name);
+  // Outputs the client sees that already carry a key (EXPLAIN's rows are its plan, not its query's).
+  if (st.command?.type !== 'explain') {
+    for (const [i, o] of (sa.outputs ?? []).entries()) {
+      if (!o.plain || o.sources.length !== 1) continue;
+      const s = touched.find((t) => keyCols(t).includes(o.sources[0]!));
+      if (s) plan.capture.set(i, s.name);
+    }
   }
   const captured = new Set(plan.capture.values());
-  const missing = touched.filter((s) => !captured.has(s.name));
+  let root: Node | undefined;
+  try {
+    root = (parse(analysis.sql) as unknown as { stmts: { stmt: Node }[] }).stmts[0]!.stmt;
+  } catch {
+    // Not reached: the analysis parsed the same text.
+  }
+  const otherRows = root ? otherRowsWhy(root) : 'statement could not be parsed';
+  // Each read of a subject's table (or a `via` table) must be captured by its own key: a key in the
+  // output stands for that read only when it is the one read of those tables there is.
+  const occ = new Map(touched.map((s) => [s.name, occurrencesOf(s, st, sa)]));
+  const single = (s: SubjectDef) => occ.get(s.name)!.list.length === 1 && !occ.get(s.name)!.uncertain;
+  const several = (s: SubjectDef) => {
+    const o = occ.get(s.name)!;
+    return o.uncertain ?? `${[s.table, ...s.via.map(tableOf)].join(', ')} read ${o.list.length} times in one statement, not each with its key in the result`;
+  };
   if (st.command?.type === 'copy') {
     // Its rows are CopyData, read by CopyKeyReader, when the output is text or CSV to the client.
     const c = st.command;
     const how = c.direction === 'from' ? 'COPY FROM' : c.target !== 'stdio' ? `COPY to a server ${c.target}` : copyCapture(analysis.sql, sa.outputs?.length ?? 0);
-    if (typeof how === 'string') {
-      for (const s of captured) plan.possible.set(s, `keys unknown (${how}): every row the statement's predicate matched`);
-      plan.capture.clear();
-    } else if (plan.capture.size) plan.copy = how;
-    const why = typeof how === 'string' ? how : 'COPY output without the key';
-    for (const s of missing) plan.possible.set(s.name, `keys unknown (${why}): every row the statement's predicate matched`);
+    if (typeof how === 'string') plan.capture.clear();
+    else if (plan.capture.size) plan.copy = how;
+    for (const s of touched) {
+      if (typeof how === 'string') plan.possible.set(s.name, unknown(how));
+      else if (!captured.has(s.name)) plan.possible.set(s.name, unknown('COPY output without the key'));
+      else if (!single(s)) plan.possible.set(s.name, unknown(several(s)));
+      else if (otherRows) plan.possible.set(s.name, unknown(otherRows));
+    }
     return plan;
   }
-  if (!missing.length) return plan;
-
-  let tree: { stmts: { stmt: Node }[] };
-  try {
-    tree = parse(analysis.sql) as unknown as typeof tree;
-  } catch {
-    for (const s of missing) plan.possible.set(s.name, 'statement could not be parsed');
+  // Definite from the output alone: one read, its key in the result.
+  const open = touched.filter((s) => !(captured.has(s.name) && single(s)));
+  if (!root) {
+    for (const s of open) plan.possible.set(s.name, unknown('statement could not be parsed'));
     return plan;
   }
-  const root = tree.stmts[0]!.stmt;
+  // The others get a hidden key column for every read (SELECT), or a RETURNING (writes), when
+  // every read is in the statement's own FROM list; otherwise the access is possible.
   const additions: { expr: string; subject: string }[] = [];
+  const reasons = new Map<string, string>();
   let why: string | undefined;
   const sel = root.SelectStmt as Node | undefined;
   const dml = (root.UpdateStmt ?? root.DeleteStmt ?? root.InsertStmt) as Node | undefined;
+  const top = topLevelQualifiers(st, st.root);
+  const addFor = (s: SubjectDef) => {
+    const o = occ.get(s.name)!;
+    // The reads in the FROM list get their key either way: the keys are exact, the rest possible.
+    for (const x of o.list) {
+      const q = top.get(x.ref);
+      const expr = q === undefined ? undefined : `${q}.${quoteIdent(x.column)}`;
+      if (expr && !additions.some((a) => a.expr === expr && a.subject === s.name)) additions.push({ expr, subject: s.name });
+    }
+    if (o.uncertain) reasons.set(s.name, o.uncertain);
+    else if (!o.list.length) reasons.set(s.name, 'read inside a function');
+    else if (!o.list.every((x) => top.has(x.ref))) reasons.set(s.name, o.list.length > 1 ? several(s) : 'read inside a subquery or function, or behind a join alias or column aliases');
+  };
   if (sel) {
     if (sel.op !== 'SETOP_NONE') why = 'set operation';
     else if (sel.distinctClause) why = 'DISTINCT';
     else if (sel.groupClause || sel.havingClause || hasAggregate(sel.targetList)) why = 'aggregate';
     else if (sel.intoClause) why = 'SELECT INTO';
     else if (st.command?.type === 'declare') why = st.command.type;
-    const rels = fromRelations(sel.fromClause as Node[] | undefined);
-    for (const s of missing) {
-      if (why) break;
-      const [schema, name] = s.table.split('.') as [string, string];
-      const direct = rels.find((r) => r.name === name && (r.schema === null || r.schema === schema));
-      const via = direct ? undefined : s.via.map((v) => ({ v, r: rels.find((r) => r.name === v.split('.')[1] && (r.schema === null || r.schema === v.split('.')[0])) })).find((x) => x.r);
-      const rel = direct ?? via?.r;
-      const column = direct ? s.key : via?.v.split('.')[2];
-      if (!rel || !column) continue; // reached only inside a subquery or function: possible
-      const qualifier = rel.alias ?? (rel.schema ? `${quoteIdent(rel.schema)}.${quoteIdent(rel.name)}` : quoteIdent(rel.name));
-      additions.push({ expr: `${qualifier}.${quoteIdent(column)}`, subject: s.name });
+    for (const s of open) {
+      if (why) reasons.set(s.name, occ.get(s.name)!.uncertain ?? (occ.get(s.name)!.list.length > 1 ? several(s) : why));
+      else addFor(s);
     }
     if (!why && additions.length) {
       const { from } = spliceOffsets(analysis.sql);
-      if (from === undefined) why = 'no FROM';
+      if (from === undefined) for (const a of additions) reasons.set(a.subject, 'no FROM');
       else {
-        plan.upstreamSql = spliceBytes(analysis.sql, from, `${additions.map((a, i) => `, ${a.expr} AS __scalple_subject_${i}`).join('')} `);
+        const list = additions.map((a, i) => `${a.expr} AS __scalple_subject_${i}`).join(', ');
+        const empty = !Array.isArray(sel.targetList) || !(sel.targetList as unknown[]).length; // SELECT FROM t
+        plan.upstreamSql = spliceBytes(analysis.sql, from, `${empty ? '' : ', '}${list} `);
         plan.hidden = additions.map((a) => a.subject);
       }
     }
   } else if (dml) {
-    const rel = dml.relation as Node;
-    const relName = rel.relname as string;
-    const relSchema = (rel.schemaname as string | undefined) ?? 'public';
-    const alias = ((rel.alias as Node | undefined)?.aliasname as string | undefined) ?? relName;
-    for (const s of missing) {
-      const column = s.table === `${relSchema}.${relName}` ? s.key : s.via.find((v) => tableOf(v) === `${relSchema}.${relName}`)?.split('.')[2];
-      if (column) additions.push({ expr: `${quoteIdent(alias)}.${quoteIdent(column)}`, subject: s.name });
+    const kind = st.root === null ? undefined : st.scopes[st.root]?.kind;
+    for (const s of open) {
+      if (kind === 'insert' || kind === 'update' || kind === 'delete') addFor(s);
+      else reasons.set(s.name, 'statement not understood');
     }
     if (additions.length) {
       const { end } = spliceOffsets(analysis.sql);
@@ -207,9 +313,12 @@ export function planSubjects(analysis: Analysis, access: Access | null, subjects
       plan.hidden = additions.map((a) => a.subject);
       plan.dropAll = !had;
     }
-  } else why = st.kind;
-  for (const s of missing) {
-    if (!plan.hidden.includes(s.name)) plan.possible.set(s.name, `keys unknown (${why ?? 'read inside a subquery or function'}): every row the statement's predicate matched`);
+  } else for (const s of open) reasons.set(s.name, st.kind);
+  for (const s of touched) {
+    const r = reasons.get(s.name);
+    if (r !== undefined) plan.possible.set(s.name, unknown(r));
+    else if (open.includes(s) && !plan.hidden.includes(s.name)) plan.possible.set(s.name, unknown('read inside a subquery or function'));
+    else if (otherRows) plan.possible.set(s.name, unknown(otherRows));
   }
   return plan;
 }
