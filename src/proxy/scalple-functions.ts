@@ -122,26 +122,6 @@ export function checkArgs(q: NamedQuery, args: string[]): string | undefined {
   return undefined;
 }
 
-/** A complete text-only result set: RowDescription, DataRows, CommandComplete. */
-export function textResult(columns: string[], rows: (string | null)[][]): Buffer[] {
-  const t = new Writer().int16(columns.length);
-  for (const c of columns) t.cstring(c).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
-  const out = [t.message(Back.RowDescription)];
-  for (const r of rows) {
-    const d = new Writer().int16(r.length);
-    for (const v of r) {
-      if (v === null) d.int32(-1);
-      else {
-        const b = Buffer.from(v, 'utf8');
-        d.int32(b.length).bytes(b);
-      }
-    }
-    out.push(d.message(Back.DataRow));
-  }
-  out.push(new Writer().cstring(`SELECT ${rows.length}`).message(Back.CommandComplete));
-  return out;
-}
-
 /** A result column: its name and type (text, json or int8; values are sent as text either way). */
 export interface ResultColumn {
   name: string;
@@ -168,6 +148,11 @@ export function typedResult(columns: ResultColumn[], rows: (string | null)[][]):
   }
   out.push(new Writer().cstring(`SELECT ${rows.length}`).message(Back.CommandComplete));
   return out;
+}
+
+/** A complete text-only result set: RowDescription, DataRows, CommandComplete. */
+export function textResult(columns: string[], rows: (string | null)[][]): Buffer[] {
+  return typedResult(columns.map((name) => ({ name, type: 'text' })), rows);
 }
 
 /** A NoticeResponse (psql prints it as "NOTICE:  message" with its DETAIL lines). */

@@ -10,7 +10,6 @@
 // One stack (PostgreSQL, PgBouncer in transaction mode, the OpenID provider, the in-process proxy).
 // The tests run in order: the last describe block leaves grants behind.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { startStack, type Stack } from '../support/stack.ts';
 import { demoPolicy } from '../../src/demo/demo.ts';
@@ -19,6 +18,7 @@ import { decodeFields } from '../../src/proxy/protocol.ts';
 import type { Frame } from '../../src/proxy/framing.ts';
 import type { SubjectAccessReport } from '../../src/audit/report.ts';
 import { WireClient, simple, rowsOf, errorsOf, textOf, parse, bind, execute, syncMessage, roundTrip, Back } from './support.ts';
+import { psql } from '../support/psql.ts';
 
 let stack: Stack;
 const SUBJECTS = { customer: { table: 'public.customers', key: 'id', via: ['public.orders.customer_id', 'public.payments.customer_id'] } };
@@ -79,16 +79,6 @@ async function q(w: WireClient, sql: string): Promise<{ rows: (string | null)[][
   return { rows: rowsOf(f), errors: errorsOf(f), text: textOf(f), notices: notices(f) };
 }
 
-function psql(conn: string, password: string, sql: string): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn('psql', [conn, '-X', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: { PATH: process.env.PATH, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' } });
-    const out: Buffer[] = [];
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => out.push(d));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr }));
-  });
-}
 
 /** `sql` through the proxy as carol and directly as the superuser: the client must get the same bytes. */
 async function sameBytes(sql: string): Promise<Buffer> {

@@ -3,12 +3,12 @@
 // TCP chunks), exactly — decoys that look like 42 in other columns are not customer 42 — without
 // changing a byte the client receives. Binary COPY, or a COPY without the key, stays possible.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { startStack, type Stack } from '../support/stack.ts';
 import { demoPolicy } from '../../src/demo/demo.ts';
 import { Back, Front, Writer, bindMessage, parseMessage, syncMessage } from '../../src/proxy/protocol.ts';
 import { scalple } from '../audit/cli-run.ts';
 import type { SubjectAccess } from '../../src/audit/who-accessed.ts';
+import { psql } from '../support/psql.ts';
 
 let stack: Stack;
 const SUBJECTS = { customer: { table: 'public.customers', key: 'id', via: ['public.orders.customer_id', 'public.payments.customer_id'] } };
@@ -31,16 +31,6 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-function psql(conn: string, password: string, sql: string): Promise<{ code: number | null; stdout: Buffer; stderr: string }> {
-  return new Promise((resolve) => {
-    const p = spawn('psql', [conn, '-X', '-v', 'ON_ERROR_STOP=1', '-c', sql], { env: { PATH: process.env.PATH, PGPASSWORD: password, PGCONNECT_TIMEOUT: '10' } });
-    const out: Buffer[] = [];
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => out.push(d));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr }));
-  });
-}
 
 /** Runs `sql` through the proxy as carol (dba) and directly as the superuser: the output must be the same bytes. */
 async function copyThroughProxy(sql: string): Promise<Buffer> {
