@@ -32,6 +32,14 @@ describe('DDL done outside the proxy (a migration) while people are connected', 
     expect(leaked(textOf(after), pii)).toEqual([]);
   });
 
+  it('scalple catalog install (re)installs the event trigger, idempotently, and says so', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const { SCALPLE_BIN } = await import('../support/stack.ts');
+    execFileSync(process.execPath, [SCALPLE_BIN, 'catalog', 'install', '--admin-url', stack.pg.superUrl('app')], { stdio: 'ignore' });
+    const r = await stack.sql<{ n: string }>("SELECT count(*) AS n FROM pg_event_trigger WHERE evtname = 'scalple_ddl_notify' AND evtenabled <> 'D'");
+    expect(r.rows[0]!.n).toBe('1');
+  });
+
   it('a new statement over a view changed a moment ago is not planned with the old definition', async () => {
     const w = await stack.wire('alice@example.com');
     await simple(w, 'SELECT * FROM region_view_2 WHERE id <= 2');
