@@ -18,9 +18,8 @@ let npmDir: string;
 
 beforeAll(() => {
   scratch = mkdtempSync(path.join(os.tmpdir(), 'scalple-demo-test-'));
-  const found = locatePostgres({ env: { SCALPLE_PG_BIN: 'npm' } });
-  found.cleanup();
-  npmDir = path.resolve(found.bin, '..', '..');
+  // The package as npm installed it (not a reachable copy the demo may make of it).
+  npmDir = path.resolve(import.meta.dirname, '../../node_modules', PKG);
 });
 afterAll(() => {
   rmSync(scratch, { recursive: true, force: true });
@@ -49,7 +48,7 @@ describe('which PostgreSQL the demo runs', () => {
     const found = locatePostgres({ env: {}, systemRoot: emptyRoot });
     try {
       expect(found.source).toBe('npm');
-      expect(found.label).toMatch(new RegExp(`^npm package ${PKG.replace('/', '\\/')} 15\\.\\d+\\.0-beta\\.\\d+ \\(PostgreSQL 15\\.\\d+\\)$`));
+      expect(found.label).toMatch(new RegExp(`^npm package ${PKG.replace('/', '\\/')} 15\\.\\d+\\.0-beta\\.\\d+ \\(PostgreSQL 15\\.\\d+\\)(, copied to \\S+)?$`));
       expect(await versionOf(found.bin)).toMatch(/^15\.\d+$/);
     } finally {
       found.cleanup();
@@ -132,7 +131,7 @@ describe('scalple demo on the npm-packaged PostgreSQL', () => {
     const running = await waitUntil(() => /proxy +127\.0\.0\.1:(\d+)[\s\S]*issuer +(http:\/\/127\.0\.0\.1:\d+)/.exec(demo!.stdout) ?? (demo!.child.exitCode !== null ? new Error(demo!.stderr) : undefined), 'the demo to start', 60_000);
     if (running instanceof Error) throw running;
     const [, proxyPort, issuer] = running;
-    expect(demo.stderr).toMatch(new RegExp(`… starting PostgreSQL \\(npm package ${PKG.replace('/', '\\/')} 15\\.\\d+\\.0-beta\\.\\d+ \\(PostgreSQL 15\\.\\d+\\)\\)\\n`));
+    expect(demo.stderr).toMatch(new RegExp(`… starting PostgreSQL \\(npm package ${PKG.replace('/', '\\/')} 15\\.\\d+\\.0-beta\\.\\d+ \\(PostgreSQL 15\\.\\d+\\)(, copied to \\S+)?\\)\\n`));
 
     const l = await login(['--issuer', issuer!, '--no-browser', '--insecure-storage', '--proxy', `127.0.0.1:${proxyPort}`, '--database', 'app'], box.env, { login: 'alice@example.com', password: 'demo' });
     expect(l.stderr).toContain('✓ Logged in as alice@example.com');
