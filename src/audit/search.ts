@@ -15,9 +15,8 @@ export interface LogFilter {
   limit?: number;
 }
 
-export interface LogEntry {
-  log_id: string;
-  ts: string;
+/** Who ran a statement, as every audit answer reports it (the intent record's principal columns). */
+export interface RecordPerson {
   sub: string | null;
   email: string | null;
   name: string | null;
@@ -25,6 +24,11 @@ export interface LogEntry {
   principal_kind: string | null;
   application: string | null;
   acting_for: Json;
+}
+
+export interface LogEntry extends RecordPerson {
+  log_id: string;
+  ts: string;
   db_role: string | null;
   database: string | null;
   client_addr: string | null;

@@ -34,6 +34,7 @@ import { ScalpleError } from '../errors.ts';
 import { parseSubjects, type SubjectDef } from '../policy/subjects.ts';
 import type { Json } from './chain.ts';
 import { listPartitions } from './schema.ts';
+import type { RecordPerson } from './search.ts';
 
 /**
  * One access to a data subject, as `scalple audit who-accessed --format json` prints it (an array
@@ -71,7 +72,7 @@ import { listPartitions } from './schema.ts';
  * - `chain_id`, `seq`, `completion_seq`  where the intent and completion sit in the audit chain
  *                   (`seq` is null when the intent record is missing)
  */
-export interface SubjectAccess {
+export interface SubjectAccess extends RecordPerson {
   log_id: string;
   ts: string;
   completed_at: string;
@@ -79,13 +80,6 @@ export interface SubjectAccess {
   possible_reason: string | null;
   subject: string;
   key: string;
-  sub: string | null;
-  email: string | null;
-  name: string | null;
-  groups: string[];
-  principal_kind: string | null;
-  application: string | null;
-  acting_for: Json;
   statement: string | null;
   params: Json;
   named_query: string | null;
@@ -501,17 +495,10 @@ export interface MoreAccesses {
  * and statement shape: the named query, else the statement's libpg-query fingerprint (texts that
  * differ only in literals are one shape), else its text.
  */
-export interface PossibleGroup {
+export interface PossibleGroup extends RecordPerson {
   count: number;
   first: string;
   last: string;
-  sub: string | null;
-  email: string | null;
-  name: string | null;
-  groups: string[];
-  principal_kind: string | null;
-  application: string | null;
-  acting_for: Json;
   named_query: string | null;
   /** The newest statement of the group, as stored. */
   statement: string | null;

@@ -8,10 +8,10 @@
 // sent through a queue of expected replies, which also lets the proxy insert messages of its own
 // (re-Parse of a statement upstream lost) and hide their replies, or answer locally in order.
 import type net from 'node:net';
-import { isConstantMask } from '../policy/masks.ts';
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ScalpleConfig } from '../policy/config.ts';
+import { isConstantMask } from '../policy/masks.ts';
 import type { AuditSink, GrantInForce, IntentRecord, Principal } from '../audit/record.ts';
 import { AuditUnavailable, errorMessage, ScalpleError } from '../errors.ts';
 import type { IdentityVerifier } from './identity.ts';
