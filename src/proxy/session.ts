@@ -560,8 +560,11 @@ export class Session {
   /** Does the statement FETCH or MOVE a portal the client bound through the extended protocol? */
   private fetchesProtocolPortal(info: StatementInfo): boolean {
     if (!info.analysis?.ok || !this.portals.size) return false;
-    const names = new Set([...this.portals.keys()].map((k) => k.toLowerCase()));
-    return info.analysis.statements.some((st) => st.command?.type === 'fetch' && st.command.cursor !== null && names.has(st.command.cursor.toLowerCase()));
+    return info.analysis.statements.some((st) => {
+      if (st.command?.type !== 'fetch' || st.command.cursor === null) return false;
+      const cursor = st.command.cursor.toLowerCase();
+      return [...this.portals.keys()].some((k) => k.toLowerCase() === cursor);
+    });
   }
 
   /** Does this statement read a table that has columns masked for this caller? */
